@@ -1,0 +1,1 @@
+//! chameleon-api

@@ -1,0 +1,2 @@
+//! cio-chameleon-sync
+fn main() {}

@@ -1,0 +1,1 @@
+//! Customer.io -> Chameleon mapping (the worker's rules, DESIGN §5).

@@ -1,0 +1,27 @@
+//! The pure heart of cio-chameleon-sync: what a queued message is, how each provider's payload
+//! maps onto the other provider's API, how webhook signatures are checked, and what a delivery
+//! attempt can end in. Nothing here performs I/O, so every rule can be tested in isolation.
+//!
+//! # Layout
+//! - [`envelope`]: the queued message (raw body plus metadata), its sources and directions.
+//! - [`outcome`]: what a delivery attempt ends in, and how the queue is told to settle it.
+//! - [`retry`]: the retry policy that turns a failed attempt into a delay or a dead letter.
+//! - [`signature`]: HMAC verification for Customer.io and Chameleon webhooks.
+//! - [`inbound`]: Customer.io payloads -> Chameleon calls (the worker's mapping).
+//! - [`outbound`]: Chameleon webhooks and tour events -> Customer.io events (the relay's mapping).
+//! - [`secret`]: a string that never prints itself.
+//! - [`time`]: the clock helpers shared by the other modules.
+
+pub mod envelope;
+pub mod inbound;
+pub mod outbound;
+pub mod outcome;
+pub mod retry;
+pub mod secret;
+pub mod signature;
+pub mod time;
+
+pub use envelope::{Direction, Envelope, Source};
+pub use outcome::{Failure, Outcome, Settlement};
+pub use retry::RetryPolicy;
+pub use secret::Secret;

@@ -1,0 +1,1 @@
+//! Chameleon -> Customer.io mapping (the relay's rules, DESIGN §5).

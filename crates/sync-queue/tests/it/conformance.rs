@@ -1,0 +1,1 @@
+//! Backend-independent queue behaviour, run against each backend.
