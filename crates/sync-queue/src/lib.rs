@@ -6,6 +6,10 @@
 //! - [`amqp`]: RabbitMQ through lapin, for production and several replicas;
 //! - [`embedded`]: one SQLite file, the default when no broker is configured.
 //!
+//! [`consumer`] is the subscribe-and-recover loop that the worker and the relay share, and
+//! [`batch`] gathers their deliveries into upstream batches. [`claims`] remembers provider event
+//! ids so that a provider's retry is not queued twice.
+//!
 //! What this crate does not do: decide whether a delivery succeeded, or how long to wait before a
 //! retry. Consumers hand it a [`Settlement`] and it carries the instruction out.
 
@@ -18,6 +22,9 @@ use serde::Serialize;
 pub use sync_core::{Direction, Envelope, Failure, Settlement, Source};
 
 pub mod amqp;
+pub mod batch;
+pub mod claims;
+pub mod consumer;
 pub mod embedded;
 
 /// A failure of the queue itself (not of a message's delivery).
@@ -102,7 +109,7 @@ pub struct DeadFilter {
 
 impl DeadFilter {
     pub fn matches(&self, dead: &DeadLetter) -> bool {
-        (self.ids.is_empty() || self.ids.iter().any(|id| *id == dead.envelope.message_id))
+        (self.ids.is_empty() || self.ids.contains(&dead.envelope.message_id))
             && self.reason.as_ref().is_none_or(|r| *r == dead.reason)
             && self.source.is_none_or(|s| s == dead.envelope.source)
             && self.since.is_none_or(|t| dead.dead_at >= t)

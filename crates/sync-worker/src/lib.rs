@@ -1,1 +1,170 @@
-//! sync-worker
+//! The worker: the inbound consumer. It takes Customer.io payloads off `<prefix>.inbound`, maps
+//! them with [`sync_core::inbound`] and makes the Chameleon calls (DESIGN §5): profile and company
+//! updates gathered into coalesced batch requests, user events one request each, all within the
+//! Chameleon client's shared rate budget. Every delivery ends settled: delivered, filtered,
+//! retried later, or dead-lettered with its reason.
+//!
+//! What it does not own: the HTTP client and its budget (`chameleon-api`), the mapping rules
+//! (`sync-core`), and the subscribe-and-recover loop (`sync_queue::consumer`).
+
+mod updates;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chameleon_api::ChameleonClient;
+use sync_core::inbound::{self, ChameleonCall, InboundOptions};
+use sync_core::{Direction, Failure, Outcome, Readiness, RetryPolicy};
+use sync_queue::batch::{BatchLimits, Batcher};
+use sync_queue::consumer::{self, Handler};
+use sync_queue::{Delivery, Queue};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::updates::{PendingUpdate, UpdateKind};
+
+/// The worker's settings.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub options: InboundOptions,
+    pub retry: RetryPolicy,
+    /// Unsettled deliveries at once; at least `batch_size` so batches can fill.
+    pub prefetch: u16,
+    /// Profile or company updates per batch request.
+    pub batch_size: usize,
+    /// How long the first update of a batch waits for others.
+    pub batch_linger: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            options: InboundOptions::default(),
+            retry: RetryPolicy::default(),
+            prefetch: 64,
+            batch_size: 500,
+            batch_linger: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Consume the inbound queue until `shutdown` fires, then drain.
+pub async fn run(
+    queue: Arc<dyn Queue>,
+    client: ChameleonClient,
+    config: WorkerConfig,
+    readiness: Arc<Readiness>,
+    shutdown: CancellationToken,
+) {
+    let prefetch = config
+        .prefetch
+        .max(u16::try_from(config.batch_size).unwrap_or(u16::MAX));
+    let worker = Arc::new(Worker::new(client, config));
+    consumer::run(
+        queue,
+        Direction::Inbound,
+        prefetch,
+        worker,
+        readiness,
+        shutdown,
+    )
+    .await;
+}
+
+/// The inbound [`Handler`].
+pub struct Worker {
+    client: ChameleonClient,
+    config: Arc<WorkerConfig>,
+    profiles: Arc<Batcher<PendingUpdate>>,
+    companies: Arc<Batcher<PendingUpdate>>,
+    events: TaskTracker,
+}
+
+impl Worker {
+    pub fn new(client: ChameleonClient, config: WorkerConfig) -> Self {
+        let config = Arc::new(config);
+        let limits = BatchLimits {
+            max_items: config.batch_size,
+            max_bytes: chameleon_api::MAX_BATCH_BYTES - 64 * 1024,
+            linger: config.batch_linger,
+        };
+        let batcher = |kind: UpdateKind| {
+            let client = client.clone();
+            let config = Arc::clone(&config);
+            Batcher::new(
+                limits,
+                Arc::new(move |items| {
+                    Box::pin(updates::send(
+                        kind,
+                        client.clone(),
+                        Arc::clone(&config),
+                        items,
+                    ))
+                }),
+            )
+        };
+        Self {
+            profiles: batcher(UpdateKind::Profile),
+            companies: batcher(UpdateKind::Company),
+            client,
+            config,
+            events: TaskTracker::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for Worker {
+    async fn handle(&self, delivery: Delivery) {
+        let envelope = &delivery.envelope;
+        let mapped = inbound::map(envelope.source, &envelope.body, &self.config.options);
+
+        let mapped = match mapped {
+            Ok(Some(mapped)) => mapped,
+            Ok(None) => {
+                let outcome = Outcome::Filtered {
+                    reason: "metric_not_forwarded",
+                };
+                return consumer::settle(delivery, outcome, &self.config.retry).await;
+            }
+            Err(err) => {
+                let outcome = Outcome::Dead(Failure::new(err.reason(), None, err.to_string()));
+                return consumer::settle(delivery, outcome, &self.config.retry).await;
+            }
+        };
+        if mapped.truncated > 0 {
+            metrics::counter!("ccsync_values_truncated_total").increment(mapped.truncated as u64);
+        }
+
+        match mapped.call {
+            ChameleonCall::Profile(body) => {
+                self.profiles
+                    .push(PendingUpdate::new(UpdateKind::Profile, body, delivery));
+            }
+            ChameleonCall::Company(body) => {
+                self.companies
+                    .push(PendingUpdate::new(UpdateKind::Company, body, delivery));
+            }
+            ChameleonCall::Event(body) => {
+                // Events have no batch form; the client's budget paces them.
+                let client = self.client.clone();
+                let config = Arc::clone(&self.config);
+                self.events.spawn(async move {
+                    let outcome = match client.send_event(&body).await {
+                        Ok(()) => Outcome::Delivered,
+                        Err(err) => err.into_outcome(),
+                    };
+                    consumer::settle(delivery, outcome, &config.retry).await;
+                });
+            }
+        }
+    }
+
+    async fn drain(&self) {
+        self.profiles.drain().await;
+        self.companies.drain().await;
+        self.events.close();
+        self.events.wait().await;
+    }
+}

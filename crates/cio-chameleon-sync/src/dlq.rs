@@ -1,0 +1,179 @@
+//! `dlq list|show|replay|purge`: the operator's view of dead letters (DESIGN §7). Every command
+//! talks to the configured queue directly, so it works while the daemon runs.
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use sync_core::time::{format_ms, now_ms, parse_rfc3339_ms};
+use sync_core::{Direction, Source};
+use sync_queue::{DeadFilter, DeadLetter};
+
+use crate::cli::{DlqCommand, Filter};
+use crate::settings::Settings;
+use crate::wiring;
+
+pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> {
+    let queue = wiring::queue(&settings).await?;
+    let result = match command {
+        DlqCommand::List { filter, json } => {
+            let (direction, dead_filter) = parse_filter(&filter, false)?;
+            let dead = queue.dead_letters(direction, &dead_filter).await?;
+            if json {
+                let rows: Vec<Value> = dead.iter().map(to_json).collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print_table(&dead);
+            }
+            Ok(())
+        }
+        DlqCommand::Show { id, queue: name } => {
+            let direction: Direction = name.into();
+            let filter = DeadFilter {
+                ids: vec![id.clone()],
+                ..DeadFilter::default()
+            };
+            let dead = queue.dead_letters(direction, &filter).await?;
+            let Some(letter) = dead.first() else {
+                bail!("no dead letter with id {id} in the {direction} dead-letter queue");
+            };
+            println!("{}", serde_json::to_string_pretty(&show_json(letter))?);
+            Ok(())
+        }
+        DlqCommand::Replay {
+            filter,
+            dry_run,
+            rate,
+        } => {
+            let (direction, dead_filter) = parse_filter(&filter, true)?;
+            if dry_run {
+                let count = queue.dead_letters(direction, &dead_filter).await?.len();
+                println!("{count} dead letters would be replayed from {direction}");
+            } else {
+                let count = queue.replay(direction, &dead_filter, rate).await?;
+                println!("replayed {count} dead letters to {direction}");
+            }
+            Ok(())
+        }
+        DlqCommand::Purge {
+            filter,
+            dry_run,
+            yes,
+        } => {
+            let (direction, dead_filter) = parse_filter(&filter, true)?;
+            let count = queue.dead_letters(direction, &dead_filter).await?.len();
+            if dry_run {
+                println!("{count} dead letters would be purged from {direction}");
+            } else if count == 0 {
+                println!("no dead letters match");
+            } else if yes || confirm(&format!("delete {count} dead letters from {direction}?"))? {
+                let purged = queue.purge(direction, &dead_filter).await?;
+                println!("purged {purged} dead letters from {direction}");
+            } else {
+                println!("nothing deleted");
+            }
+            Ok(())
+        }
+    };
+    queue.close().await;
+    result
+}
+
+/// The filter as the queue understands it. Replay and purge refuse an empty filter without
+/// `--all`, so that a forgotten flag cannot touch every dead letter.
+fn parse_filter(filter: &Filter, needs_selection: bool) -> anyhow::Result<(Direction, DeadFilter)> {
+    let source = filter
+        .source
+        .as_deref()
+        .map(|s| s.parse::<Source>().map_err(anyhow::Error::msg))
+        .transpose()?;
+    let dead_filter = DeadFilter {
+        ids: filter.ids.clone(),
+        reason: filter.reason.clone(),
+        source,
+        since: filter.since.as_deref().map(parse_instant).transpose()?,
+        until: filter.until.as_deref().map(parse_instant).transpose()?,
+    };
+    let selects = !dead_filter.ids.is_empty()
+        || dead_filter.reason.is_some()
+        || dead_filter.source.is_some()
+        || dead_filter.since.is_some()
+        || dead_filter.until.is_some();
+    if needs_selection && !selects && !filter.all {
+        bail!("name what to act on: --all, --id, --reason, --source, --since or --until");
+    }
+    Ok((filter.queue.into(), dead_filter))
+}
+
+/// An RFC 3339 instant, or a duration ago (`90m`, `2h`, `7d`).
+fn parse_instant(text: &str) -> anyhow::Result<i64> {
+    if let Some(ms) = parse_rfc3339_ms(text) {
+        return Ok(ms);
+    }
+    let ago: Duration = humantime_serde::re::humantime::parse_duration(text)
+        .with_context(|| format!("{text:?} is neither an RFC 3339 instant nor a duration"))?;
+    Ok(now_ms() - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One row of `dlq list --json` (DESIGN §7).
+fn to_json(dead: &DeadLetter) -> Value {
+    let envelope = &dead.envelope;
+    json!({
+        "id": envelope.message_id,
+        "source": envelope.source.routing_key(),
+        "reason": dead.reason,
+        "status": dead.status,
+        "error": dead.error,
+        "attempts": envelope.attempt,
+        "first_failed_at": format_ms(envelope.first_failed_at.unwrap_or(dead.dead_at)),
+        "last_failed_at": format_ms(dead.dead_at),
+        "received_at": format_ms(envelope.received_at),
+        "provider_event_id": envelope.provider_event_id,
+        "body": String::from_utf8_lossy(&envelope.body),
+    })
+}
+
+fn show_json(dead: &DeadLetter) -> Value {
+    let mut value = to_json(dead);
+    let body = serde_json::from_slice::<Value>(&dead.envelope.body).ok();
+    if let (Some(body), Some(map)) = (body, value.as_object_mut()) {
+        map.insert("payload".into(), body);
+    }
+    value
+}
+
+fn print_table(dead: &[DeadLetter]) {
+    if dead.is_empty() {
+        println!("no dead letters");
+        return;
+    }
+    println!(
+        "{:<26}  {:<20}  {:<24}  {:>6}  {:>8}  {:<24}  ERROR",
+        "ID", "SOURCE", "REASON", "STATUS", "ATTEMPTS", "LAST FAILED"
+    );
+    for letter in dead {
+        let envelope = &letter.envelope;
+        let status = letter.status.map_or("-".to_owned(), |s| s.to_string());
+        let error: String = letter.error.chars().take(60).collect();
+        println!(
+            "{:<26}  {:<20}  {:<24}  {:>6}  {:>8}  {:<24}  {}",
+            envelope.message_id,
+            envelope.source.routing_key(),
+            letter.reason,
+            status,
+            envelope.attempt,
+            format_ms(letter.dead_at),
+            error
+        );
+    }
+    println!("{} dead letters", dead.len());
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    print!("{question} [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}

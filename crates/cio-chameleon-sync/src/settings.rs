@@ -1,0 +1,700 @@
+//! The configuration file (DESIGN §6): typed sections with a documented default for every key,
+//! loaded from one TOML file and then from `SYNC__SECTION__KEY` environment variables, with
+//! unknown keys refused. Secrets may also be read from files (`*_file` keys) so that systemd
+//! credentials and Kubernetes secrets never have to sit in the file itself.
+//!
+//! The doc comment of each field is the configuration reference (`docs/configuration.md`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use sync_core::Secret;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub queue: QueueSettings,
+    pub customerio: CustomerioSettings,
+    pub chameleon: ChameleonSettings,
+    pub delivery: DeliverySettings,
+    pub dedupe: DedupeSettings,
+    pub log: LogSettings,
+}
+
+/// `[server]`: the receiver's HTTP listener.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on. Put `/metrics` behind a private address or a proxy.
+    pub listen: SocketAddr,
+    /// Largest accepted request body in bytes; larger ones get `413`.
+    pub max_body_bytes: usize,
+    /// Time allowed for one request, body included; slower ones get `408`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Requests handled at once; beyond it the receiver answers `503` with `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// JSON nested deeper than this gets `400`.
+    pub max_json_depth: usize,
+    /// On SIGTERM, how long in-flight work may take before the process exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 262_144,
+            request_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 1024,
+            max_json_depth: 32,
+            shutdown_grace: Duration::from_secs(25),
+        }
+    }
+}
+
+/// Which queue backend holds messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// RabbitMQ, for production and several replicas.
+    Amqp,
+    /// One SQLite file, for a single machine with no broker.
+    Embedded,
+}
+
+/// `[queue]`: where accepted messages wait.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// `amqp` or `embedded`; when absent, `amqp` if `amqp_url` is set, else `embedded`.
+    pub backend: Option<Backend>,
+    /// RabbitMQ URL, for example `amqp://guest:guest@127.0.0.1:5672/%2f`. Its password is
+    /// redacted in `config check`.
+    pub amqp_url: Option<Secret>,
+    /// Prefix of every exchange and queue name, so deployments can share a broker.
+    pub prefix: String,
+    /// SQLite file of the embedded backend.
+    pub path: PathBuf,
+    /// Delay tiers of the retry queues (one RabbitMQ queue per tier and direction), such as
+    /// `["5s", "30s", "2m", "10m", "1h"]`.
+    pub retry_tiers: Vec<humantime_serde::Serde<Duration>>,
+    /// Deliveries without settlement (consumer crashes) before a message is dead-lettered.
+    pub delivery_limit: u32,
+    /// Unsettled messages per consumer.
+    pub prefetch: u16,
+    /// Embedded backend: how long a consumer holds a message before it is offered again.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Time allowed for each broker operation.
+    #[serde(with = "humantime_serde")]
+    pub operation_timeout: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            backend: None,
+            amqp_url: None,
+            prefix: "ccsync".into(),
+            path: PathBuf::from("data/queue.sqlite3"),
+            retry_tiers: [5, 30, 120, 600, 3600]
+                .into_iter()
+                .map(|secs| Duration::from_secs(secs).into())
+                .collect(),
+            delivery_limit: 10,
+            prefetch: 64,
+            lease: Duration::from_secs(60),
+            operation_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl QueueSettings {
+    /// The retry tiers as plain durations, shortest first.
+    pub fn retry_tiers(&self) -> Vec<Duration> {
+        let mut tiers: Vec<Duration> = self.retry_tiers.iter().map(|t| **t).collect();
+        tiers.sort();
+        tiers.dedup();
+        tiers
+    }
+
+    /// The backend in effect.
+    pub fn effective_backend(&self) -> Backend {
+        self.backend.unwrap_or(if self.amqp_url.is_some() {
+            Backend::Amqp
+        } else {
+            Backend::Embedded
+        })
+    }
+}
+
+/// Customer.io's data centre, which picks the Track API host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    Us,
+    Eu,
+}
+
+/// `[customerio]`: the inbound webhooks and the Track API.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CustomerioSettings {
+    /// Path segment of the inbound URLs (`/v1/customerio/{token}/...`); treat it as a secret.
+    pub endpoint_token: Secret,
+    /// File holding the endpoint token (overrides `endpoint_token`).
+    pub endpoint_token_file: Option<PathBuf>,
+    /// Reporting webhook signing keys; several during a rotation; empty = not checked.
+    pub signing_keys: Vec<Secret>,
+    /// File with one signing key per line (added to `signing_keys`).
+    pub signing_keys_file: Option<PathBuf>,
+    /// Largest accepted difference between `X-CIO-Timestamp` and now, in seconds.
+    pub signature_tolerance_secs: u64,
+    /// `us` or `eu`; picks the Track API host unless `track_url` is set.
+    pub region: Region,
+    /// Track API base URL, overriding `region` (for the sandbox or a proxy).
+    pub track_url: Option<String>,
+    /// Track API site id.
+    pub site_id: String,
+    /// Track API key.
+    pub api_key: Secret,
+    /// File holding the Track API key (overrides `api_key`).
+    pub api_key_file: Option<PathBuf>,
+    /// Track API requests per second, across the process.
+    pub requests_per_second: u32,
+    /// Relay: identify a person by `profile.email` when the webhook has no `profile.uid`.
+    pub allow_email_identity: bool,
+    /// Relay: Chameleon topics to relay (`tour.completed`, ...); empty = all but `ping`.
+    pub topics: Vec<String>,
+    /// Relay: Chameleon topics never relayed.
+    pub exclude_topics: Vec<String>,
+    /// Relay: events sent in one Track v2 batch request.
+    pub batch_size: usize,
+}
+
+impl Default for CustomerioSettings {
+    fn default() -> Self {
+        Self {
+            endpoint_token: Secret::default(),
+            endpoint_token_file: None,
+            signing_keys: Vec::new(),
+            signing_keys_file: None,
+            signature_tolerance_secs: 300,
+            region: Region::Us,
+            track_url: None,
+            site_id: String::new(),
+            api_key: Secret::default(),
+            api_key_file: None,
+            requests_per_second: 100,
+            allow_email_identity: false,
+            topics: Vec::new(),
+            exclude_topics: Vec::new(),
+            batch_size: 100,
+        }
+    }
+}
+
+/// How the worker treats Chameleon's reserved attribute names in workflow bodies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReservedNames {
+    /// Send them as `cio_<name>`.
+    Rename,
+    /// Dead-letter the message with reason `reserved_name`.
+    Reject,
+}
+
+/// `[chameleon]`: the REST API and the outgoing webhooks.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChameleonSettings {
+    /// REST API base URL.
+    pub api_url: String,
+    /// Account secret, sent in the `X-Account-Secret` header.
+    pub account_secret: Secret,
+    /// File holding the account secret (overrides `account_secret`).
+    pub account_secret_file: Option<PathBuf>,
+    /// Webhook secrets; several during a rotation; empty disables the Chameleon route.
+    pub webhook_secrets: Vec<Secret>,
+    /// File with one webhook secret per line (added to `webhook_secrets`).
+    pub webhook_secrets_file: Option<PathBuf>,
+    /// Largest accepted difference between a webhook's `sent_at` and now, in seconds.
+    pub signature_tolerance_secs: u64,
+    /// REST requests per minute, across the process (Chameleon allows 60 to 120).
+    pub requests_per_minute: u32,
+    /// REST requests in flight at once.
+    pub max_in_flight: usize,
+    /// Worker: `rename` reserved attribute names with a `cio_` prefix, or `reject` the message.
+    pub reserved_names: ReservedNames,
+    /// Worker: reporting metrics forwarded, as `object_type.metric` patterns with `*`
+    /// (`email.opened`, `email.*`, `*.clicked`); empty = all.
+    pub forward_metrics: Vec<String>,
+    /// Worker: profile and company updates sent in one batch request.
+    pub batch_size: usize,
+    /// Worker: how long the first item of a batch may wait for others.
+    #[serde(with = "humantime_serde")]
+    pub batch_linger: Duration,
+}
+
+impl Default for ChameleonSettings {
+    fn default() -> Self {
+        Self {
+            api_url: "https://api.chameleon.io".into(),
+            account_secret: Secret::default(),
+            account_secret_file: None,
+            webhook_secrets: Vec::new(),
+            webhook_secrets_file: None,
+            signature_tolerance_secs: 300,
+            requests_per_minute: 60,
+            max_in_flight: 2,
+            reserved_names: ReservedNames::Rename,
+            forward_metrics: Vec::new(),
+            batch_size: 500,
+            batch_linger: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `[delivery]`: retries, in both directions.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Attempts in all before a transiently failing message is dead-lettered.
+    pub max_attempts: u32,
+    /// Age after which a failing message is dead-lettered.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Delay before the second attempt; doubles each attempt.
+    #[serde(with = "humantime_serde")]
+    pub initial_delay: Duration,
+    /// Longest delay between attempts.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Fraction of each delay drawn at random.
+    pub jitter: f64,
+    /// Time allowed for one upstream request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Longest pause obeyed when an upstream answers `429` with a wait.
+    #[serde(with = "humantime_serde")]
+    pub max_rate_limit_wait: Duration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 12,
+            max_age: Duration::from_secs(72 * 3600),
+            initial_delay: Duration::from_secs(5),
+            max_delay: Duration::from_secs(3600),
+            jitter: 0.2,
+            request_timeout: Duration::from_secs(10),
+            max_rate_limit_wait: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[dedupe]`: recognising providers' retries of the same event.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DedupeSettings {
+    /// How long a provider event id is remembered.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// SQLite file of seen ids; defaults to `seen.sqlite3` beside `queue.path`.
+    pub path: Option<PathBuf>,
+}
+
+impl Default for DedupeSettings {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(7 * 24 * 3600),
+            path: None,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[log]`: logs go to standard error.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// Filter used when `RUST_LOG` is not set, for example `info` or `info,sync_worker=debug`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+// === loading ===
+
+/// Keys whose environment values are comma-separated lists.
+const LIST_KEYS: [&str; 6] = [
+    "customerio.signing_keys",
+    "customerio.topics",
+    "customerio.exclude_topics",
+    "chameleon.webhook_secrets",
+    "chameleon.forward_metrics",
+    "queue.retry_tiers",
+];
+
+impl Settings {
+    /// Load the file (if any), then the process environment, then secret files; then validate.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Settings> {
+        Self::load_with_env(path, None)
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: Option<HashMap<String, String>>,
+    ) -> anyhow::Result<Settings> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            if !path.exists() {
+                bail!("configuration file {} does not exist", path.display());
+            }
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let mut environment = config::Environment::with_prefix("SYNC")
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .try_parsing(true)
+            .source(env);
+        for key in LIST_KEYS {
+            environment = environment.with_list_parse_key(key);
+        }
+        let raw = builder
+            .add_source(environment)
+            .build()
+            .map_err(|err| anyhow::anyhow!("{err}"))
+            .context("cannot read the configuration")?;
+        let mut settings: Settings = raw
+            .try_deserialize()
+            .map_err(|err| anyhow::anyhow!("{err}"))
+            .context("invalid configuration")?;
+        settings.read_secret_files()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn read_secret_files(&mut self) -> anyhow::Result<()> {
+        if let Some(path) = &self.customerio.endpoint_token_file {
+            self.customerio.endpoint_token = read_secret(path)?;
+        }
+        if let Some(path) = &self.customerio.api_key_file {
+            self.customerio.api_key = read_secret(path)?;
+        }
+        if let Some(path) = &self.chameleon.account_secret_file {
+            self.chameleon.account_secret = read_secret(path)?;
+        }
+        if let Some(path) = &self.customerio.signing_keys_file {
+            self.customerio
+                .signing_keys
+                .extend(read_secret_lines(path)?);
+        }
+        if let Some(path) = &self.chameleon.webhook_secrets_file {
+            self.chameleon
+                .webhook_secrets
+                .extend(read_secret_lines(path)?);
+        }
+        Ok(())
+    }
+
+    /// Checks that no single key can catch: combinations and ranges.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let prefix = &self.queue.prefix;
+        if prefix.is_empty()
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            bail!("queue.prefix must be letters, digits, '-', '_' or '.', got {prefix:?}");
+        }
+        if self.queue.effective_backend() == Backend::Amqp && self.queue.amqp_url.is_none() {
+            bail!("queue.backend is \"amqp\" but queue.amqp_url is not set");
+        }
+        if self.queue.retry_tiers.is_empty() {
+            bail!("queue.retry_tiers must name at least one delay");
+        }
+        if self.queue.prefetch == 0 {
+            bail!("queue.prefetch must be at least 1");
+        }
+        if self.server.max_body_bytes == 0 {
+            bail!("server.max_body_bytes must be at least 1");
+        }
+        if self.chameleon.requests_per_minute == 0 || self.customerio.requests_per_second == 0 {
+            bail!("chameleon.requests_per_minute and customerio.requests_per_second must be > 0");
+        }
+        if self.delivery.max_attempts == 0 {
+            bail!("delivery.max_attempts must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.delivery.jitter) {
+            bail!("delivery.jitter must be between 0 and 1");
+        }
+        let token = self.customerio.endpoint_token.expose();
+        if !token.is_empty() && (token.len() < 16 || token.contains('/')) {
+            bail!("customerio.endpoint_token must be at least 16 characters and contain no '/'");
+        }
+        let inbound = sync_core::inbound::InboundOptions {
+            forward_metrics: self.chameleon.forward_metrics.clone(),
+            ..Default::default()
+        };
+        inbound
+            .validate()
+            .map_err(|err| anyhow::anyhow!("chameleon.forward_metrics: {err}"))?;
+        if !matches!(
+            self.chameleon.api_url.split_once("://"),
+            Some(("http" | "https", _))
+        ) {
+            bail!("chameleon.api_url must be an http(s) URL");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, every secret redacted.
+    pub fn redacted_toml(&self) -> anyhow::Result<String> {
+        let mut copy = self.clone();
+        if let Some(url) = &copy.queue.amqp_url {
+            copy.queue.amqp_url = Some(Secret::new(redact_url_password(url.expose())));
+        }
+        let text = toml::to_string_pretty(&RedactedView(&copy))?;
+        Ok(text)
+    }
+}
+
+/// Serialises settings with the AMQP URL shown (password already masked) and every other
+/// secret printed as `[redacted]`.
+struct RedactedView<'a>(&'a Settings);
+
+impl Serialize for RedactedView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut value = serde_json::to_value(self.0).map_err(serde::ser::Error::custom)?;
+        if let Some(url) = &self.0.queue.amqp_url {
+            value["queue"]["amqp_url"] = serde_json::Value::String(url.expose().to_owned());
+        }
+        strip_nulls(&mut value);
+        value.serialize(serializer)
+    }
+}
+
+/// TOML has no null: leave unset optional keys out.
+fn strip_nulls(value: &mut serde_json::Value) {
+    if let serde_json::Value::Object(map) = value {
+        map.retain(|_, v| !v.is_null());
+        map.values_mut().for_each(strip_nulls);
+    }
+}
+
+/// `amqp://user:pass@host/vhost` -> `amqp://user:[redacted]@host/vhost`.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, p)| (a, Some(p)));
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    let mut out = format!("{scheme}://{user}:{}@{host}", sync_core::secret::REDACTED);
+    if let Some(path) = path {
+        out.push('/');
+        out.push_str(path);
+    }
+    out
+}
+
+fn read_secret(path: &Path) -> anyhow::Result<Secret> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read secret file {}", path.display()))?;
+    Ok(Secret::new(text.trim()))
+}
+
+fn read_secret_lines(path: &Path) -> anyhow::Result<Vec<Secret>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read secret file {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(Secret::new)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults_run_embedded() {
+        let settings = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(settings.queue.effective_backend(), Backend::Embedded);
+        assert_eq!(settings.queue.prefix, "ccsync");
+        assert_eq!(settings.chameleon.requests_per_minute, 60);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "c.toml",
+            "[chameleon]\naccount_secret = \"from-file\"\nrequests_per_minute = 90\n",
+        );
+        let settings = Settings::load_with_env(
+            Some(&file),
+            env(&[
+                ("SYNC__CHAMELEON__ACCOUNT_SECRET", "from-env"),
+                ("SYNC__CUSTOMERIO__SIGNING_KEYS", "k1,k2"),
+                (
+                    "SYNC__QUEUE__AMQP_URL",
+                    "amqp://guest:guest@127.0.0.1:5672/%2f",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.chameleon.account_secret.expose(), "from-env");
+        assert_eq!(settings.chameleon.requests_per_minute, 90);
+        assert_eq!(settings.customerio.signing_keys.len(), 2);
+        assert_eq!(settings.queue.effective_backend(), Backend::Amqp);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "c.toml",
+            "[chameleon]\naccount_secrte = \"x\"\n",
+        );
+        let err = Settings::load_with_env(Some(&file), env(&[])).unwrap_err();
+        assert!(format!("{err:#}").contains("account_secrte"), "{err:#}");
+        let err = Settings::load_with_env(None, env(&[("SYNC__QUEUE__PERFIX", "x")])).unwrap_err();
+        assert!(format!("{err:#}").contains("perfix"), "{err:#}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = write(dir.path(), "key", "cio-api-key-value\n");
+        let secrets = write(dir.path(), "hooks", "whsec-one\n\nwhsec-two\n");
+        let file = write(
+            dir.path(),
+            "c.toml",
+            &format!(
+                "[customerio]\nendpoint_token = \"tok-0123456789abcdef\"\napi_key_file = {:?}\n\
+                 [chameleon]\nwebhook_secrets_file = {:?}\naccount_secret = \"acct-secret\"\n\
+                 [queue]\namqp_url = \"amqp://guest:brokerpass@127.0.0.1:5672/%2f\"\n",
+                key.display().to_string(),
+                secrets.display().to_string()
+            ),
+        );
+        let settings = Settings::load_with_env(Some(&file), env(&[])).unwrap();
+        assert_eq!(settings.customerio.api_key.expose(), "cio-api-key-value");
+        assert_eq!(settings.chameleon.webhook_secrets.len(), 2);
+        let shown = settings.redacted_toml().unwrap();
+        for secret in [
+            "cio-api-key-value",
+            "whsec-one",
+            "whsec-two",
+            "acct-secret",
+            "tok-0123456789abcdef",
+            "brokerpass",
+        ] {
+            assert!(!shown.contains(secret), "{secret} leaked in:\n{shown}");
+        }
+        assert!(
+            shown.contains("amqp://guest:[redacted]@127.0.0.1:5672/%2f"),
+            "{shown}"
+        );
+        assert!(!format!("{settings:?}").contains("acct-secret"));
+    }
+
+    #[test]
+    fn bad_combinations_are_explained() {
+        let err =
+            Settings::load_with_env(None, env(&[("SYNC__QUEUE__BACKEND", "amqp")])).unwrap_err();
+        assert!(format!("{err:#}").contains("amqp_url"), "{err:#}");
+        let err =
+            Settings::load_with_env(None, env(&[("SYNC__QUEUE__PREFIX", "a b")])).unwrap_err();
+        assert!(format!("{err:#}").contains("queue.prefix"), "{err:#}");
+    }
+
+    #[test]
+    fn url_passwords_are_masked() {
+        assert_eq!(
+            redact_url_password("amqp://u:p@h:5672/%2f"),
+            "amqp://u:[redacted]@h:5672/%2f"
+        );
+        assert_eq!(redact_url_password("amqp://h:5672"), "amqp://h:5672");
+    }
+
+    #[test]
+    fn every_key_is_in_the_configuration_reference() {
+        let reference = include_str!("../../../docs/configuration.md");
+        let mut settings = Settings::default();
+        settings.queue.amqp_url = Some(Secret::new("amqp://x"));
+        settings.queue.backend = Some(Backend::Amqp);
+        settings.customerio.track_url = Some("http://x".into());
+        let value = serde_json::to_value(&settings).unwrap();
+        for (section, keys) in value.as_object().unwrap() {
+            let heading = format!("## `[{section}]`");
+            let start = reference
+                .find(&heading)
+                .unwrap_or_else(|| panic!("{heading} missing from docs/configuration.md"));
+            let body = &reference[start..];
+            let body = &body[..body[3..].find("\n## ").map_or(body.len(), |i| i + 3)];
+            for key in keys.as_object().unwrap().keys() {
+                assert!(
+                    body.contains(&format!("| `{key}` |")),
+                    "[{section}] {key} missing from docs/configuration.md"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Logs and metrics. Logs go to standard error, filtered by `RUST_LOG` or `log.level`, as text or
+//! JSON lines. Metrics are kept by a Prometheus recorder whose handle renders `/metrics`.
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::settings::{LogFormat, LogSettings};
+
+/// Install the log subscriber and the metrics recorder; returns the recorder's handle.
+pub fn init(log: &LogSettings) -> Option<PrometheusHandle> {
+    // HTTP client internals log request details at trace level; keep them out by default.
+    let default = format!("{},hyper=warn,reqwest=warn,lapin=warn,h2=warn", log.level);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    if let Err(err) = installed {
+        eprintln!("cio-chameleon-sync: logs not set up: {err}");
+    }
+
+    match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => Some(handle),
+        Err(err) => {
+            tracing::warn!(cause = %err, "metrics recorder not installed");
+            None
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! Test harness: a daemon running in-process on its own queue prefix, the sandbox as both
+//! upstreams, signing helpers, and a TCP proxy that can cut the daemon off from the broker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cio_chameleon_sync::serve::{self, Roles};
+use cio_chameleon_sync::settings::{Backend, Settings};
+use serde_json::Value;
+use sync_core::Secret;
+use sync_core::signature::{sign_chameleon, sign_customerio};
+use sync_sandbox::{Sandbox, SandboxConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const BROKER: &str = "127.0.0.1:5672";
+pub const TOKEN: &str = "test-endpoint-token-0001";
+pub const SIGNING_KEY: &str = "test-signing-key";
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
+pub const ACCOUNT_SECRET: &str = "test-account-secret";
+pub const SITE_ID: &str = "test-site";
+pub const API_KEY: &str = "test-api-key";
+
+/// Fail loudly when the broker is missing.
+pub async fn require_broker() {
+    if TcpStream::connect(BROKER).await.is_err() {
+        panic!(
+            "RabbitMQ is not reachable at {BROKER}: start it with `rabbitmq-server -detached` \
+             (guest/guest on the default vhost)"
+        );
+    }
+}
+
+pub fn unique_prefix() -> String {
+    format!(
+        "ccsync-test-{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    )
+}
+
+pub fn payload(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/payloads")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
+}
+
+/// A free loopback port.
+pub async fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Which queue the daemon uses.
+#[derive(Clone, Debug)]
+pub enum QueueKind {
+    /// RabbitMQ at this address (the broker itself, or a proxy in front of it).
+    Amqp(String),
+    Embedded(PathBuf),
+}
+
+/// The daemon under test and its sandbox.
+pub struct Daemon {
+    pub base: String,
+    pub sandbox: Sandbox,
+    pub settings: Settings,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Settings for a test daemon on `queue`, with both upstreams at `sandbox`.
+pub fn settings(
+    queue: QueueKind,
+    prefix: &str,
+    sandbox: SocketAddr,
+    listen: SocketAddr,
+) -> Settings {
+    let mut s = Settings::default();
+    s.server.listen = listen;
+    s.server.shutdown_grace = Duration::from_secs(10);
+    match queue {
+        QueueKind::Amqp(addr) => {
+            s.queue.backend = Some(Backend::Amqp);
+            s.queue.amqp_url = Some(Secret::new(format!("amqp://guest:guest@{addr}/%2f")));
+        }
+        QueueKind::Embedded(path) => {
+            s.queue.backend = Some(Backend::Embedded);
+            s.queue.path = path;
+            s.queue.lease = Duration::from_secs(5);
+        }
+    }
+    s.queue.prefix = prefix.to_owned();
+    s.queue.retry_tiers = vec![Duration::from_secs(1).into(), Duration::from_secs(3).into()];
+    s.queue.operation_timeout = Duration::from_secs(3);
+    s.customerio.endpoint_token = Secret::new(TOKEN);
+    s.customerio.signing_keys = vec![Secret::new(SIGNING_KEY)];
+    s.customerio.track_url = Some(format!("http://{sandbox}"));
+    s.customerio.site_id = SITE_ID.into();
+    s.customerio.api_key = Secret::new(API_KEY);
+    s.customerio.batch_size = 50;
+    s.chameleon.api_url = format!("http://{sandbox}");
+    s.chameleon.account_secret = Secret::new(ACCOUNT_SECRET);
+    s.chameleon.webhook_secrets = vec![Secret::new(WEBHOOK_SECRET)];
+    s.chameleon.requests_per_minute = 6000;
+    s.chameleon.max_in_flight = 4;
+    s.chameleon.batch_linger = Duration::from_millis(200);
+    s.delivery.initial_delay = Duration::from_secs(1);
+    s.delivery.max_delay = Duration::from_secs(2);
+    s.delivery.jitter = 0.0;
+    s.delivery.request_timeout = Duration::from_secs(5);
+    s
+}
+
+impl Daemon {
+    /// A daemon on the real broker with a fresh prefix.
+    pub async fn amqp() -> Daemon {
+        require_broker().await;
+        Self::start(QueueKind::Amqp(BROKER.into()), |_| {}).await
+    }
+
+    /// A daemon on `queue`; `adjust` may change settings before start.
+    pub async fn start(queue: QueueKind, adjust: impl FnOnce(&mut Settings)) -> Daemon {
+        let (sandbox, sandbox_addr) = Sandbox::spawn(SandboxConfig {
+            chameleon_account_secret: ACCOUNT_SECRET.into(),
+            customerio_site_id: SITE_ID.into(),
+            customerio_api_key: API_KEY.into(),
+            chameleon_requests_per_minute: None,
+            customerio_requests_per_second: None,
+        })
+        .await
+        .unwrap();
+        let (queue, dir) = match queue {
+            QueueKind::Embedded(path) if path.as_os_str().is_empty() => {
+                let dir = tempfile::tempdir().unwrap();
+                (
+                    QueueKind::Embedded(dir.path().join("queue.sqlite3")),
+                    Some(dir),
+                )
+            }
+            other => (other, None),
+        };
+        let listen = free_addr().await;
+        let mut settings = settings(queue, &unique_prefix(), sandbox_addr, listen);
+        adjust(&mut settings);
+        let mut daemon = Daemon {
+            base: format!("http://{listen}"),
+            sandbox,
+            settings,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            shutdown: CancellationToken::new(),
+            task: None,
+            _dir: dir,
+        };
+        daemon.launch().await;
+        daemon
+    }
+
+    async fn launch(&mut self) {
+        self.shutdown = CancellationToken::new();
+        self.task = Some(tokio::spawn(serve::run_until(
+            self.settings.clone(),
+            Roles::ALL,
+            None,
+            self.shutdown.clone(),
+        )));
+        self.wait_ready().await;
+    }
+
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(answer) = self.http.get(format!("{}/readyz", self.base)).send().await
+                && answer.status().is_success()
+            {
+                return;
+            }
+            if self.task.as_ref().is_some_and(JoinHandle::is_finished) {
+                panic!("the daemon stopped before it was ready");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the daemon did not become ready within 20 s");
+    }
+
+    /// Stop (drain) and return the daemon's result.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.task.take() {
+            Some(task) => task.await.unwrap(),
+            None => Ok(()),
+        }
+    }
+
+    /// Stop and start again on the same queue and prefix.
+    pub async fn restart(&mut self) {
+        self.stop().await.unwrap();
+        self.launch().await;
+    }
+
+    pub async fn post_customerio(&self, route: &str, body: &[u8]) -> reqwest::Response {
+        let timestamp = (sync_core::time::now_ms() / 1000).to_string();
+        self.http
+            .post(format!("{}/v1/customerio/{TOKEN}/{route}", self.base))
+            .header("content-type", "application/json")
+            .header("x-cio-timestamp", &timestamp)
+            .header(
+                "x-cio-signature",
+                sign_customerio(SIGNING_KEY, &timestamp, body),
+            )
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Post a Chameleon webhook re-stamped with `sent_at` = now, signed.
+    pub async fn post_chameleon(&self, body: &[u8]) -> reqwest::Response {
+        let body = restamp(body);
+        self.http
+            .post(format!("{}/v1/chameleon/webhooks", self.base))
+            .header("content-type", "application/json")
+            .header(
+                "x-chameleon-signature",
+                sign_chameleon(WEBHOOK_SECRET, &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A Chameleon webhook body with `sent_at` set to now, as a fresh delivery would carry.
+pub fn restamp(body: &[u8]) -> Vec<u8> {
+    let mut value: Value = serde_json::from_slice(body).unwrap();
+    value["sent_at"] = Value::String(sync_core::time::format_ms(sync_core::time::now_ms()));
+    serde_json::to_vec(&value).unwrap()
+}
+
+/// Remove every queue and the exchange under `prefix`, so tests leave the broker clean.
+pub async fn delete_topology(prefix: &str, tiers: &[&str]) {
+    let Ok(conn) = lapin::Connection::connect(
+        &format!("amqp://guest:guest@{BROKER}/%2f"),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    let Ok(channel) = conn.create_channel().await else {
+        return;
+    };
+    for direction in ["inbound", "outbound"] {
+        let mut names = vec![
+            format!("{prefix}.{direction}"),
+            format!("{prefix}.{direction}.dead"),
+        ];
+        names.extend(
+            tiers
+                .iter()
+                .map(|t| format!("{prefix}.{direction}.retry.{t}")),
+        );
+        for name in names {
+            let _ = channel
+                .queue_delete(
+                    name.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await;
+        }
+    }
+    let _ = channel
+        .exchange_delete(
+            prefix.into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await;
+    let _ = conn.close(200, "done".into()).await;
+}
+
+/// A TCP proxy to the broker that a test can cut and restore.
+pub struct BrokerProxy {
+    pub addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl BrokerProxy {
+    pub async fn start() -> BrokerProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let accepting = open.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !accepting.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let mut cuts = cuts.clone();
+                tokio::spawn(async move {
+                    let Ok(mut broker) = TcpStream::connect(BROKER).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut broker) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        BrokerProxy { addr, open, cut }
+    }
+
+    /// Drop every connection and refuse new ones.
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Poll `check` until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check().await
+}

@@ -1,0 +1,254 @@
+//! One AMQP connection that heals itself. A call that needs the connection and finds it broken
+//! opens a new one and declares the topology on it; when the broker cannot be reached, calls fail
+//! fast with `Unavailable` until the next attempt that the backoff schedule allows, so a missing
+//! broker costs callers one bounded attempt, not a hang each.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::{Connection, ConnectionProperties, ErrorKind};
+use tokio::sync::Mutex;
+use tokio::time::{Instant, timeout_at};
+
+use super::topology::Topology;
+use crate::QueueError;
+
+/// What the connection is for; it names the connection in the broker's management view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Publisher,
+    Consumer,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Publisher => "publisher",
+            Role::Consumer => "consumer",
+        }
+    }
+}
+
+/// A lazily (re)opened connection to the broker.
+pub(crate) struct Link {
+    role: Role,
+    url: String,
+    topology: Arc<Topology>,
+    state: Mutex<State>,
+    /// Set when a publish found a queue or binding missing: the next call redeclares.
+    stale_topology: AtomicBool,
+    closed: AtomicBool,
+}
+
+struct State {
+    connection: Option<Arc<Connection>>,
+    backoff: ExponentialBackoff,
+    /// No new attempt before this instant, after a failed one.
+    next_attempt: Option<Instant>,
+    last_error: String,
+}
+
+impl Link {
+    pub(crate) fn new(role: Role, url: String, topology: Arc<Topology>) -> Self {
+        Self {
+            role,
+            url,
+            topology,
+            state: Mutex::new(State {
+                connection: None,
+                backoff: backoff(),
+                next_attempt: None,
+                last_error: String::new(),
+            }),
+            stale_topology: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The open connection, (re)opened if needed, by `deadline` at the latest.
+    pub(crate) async fn connection(
+        &self,
+        deadline: Instant,
+    ) -> Result<Arc<Connection>, QueueError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(QueueError::Unavailable("the queue was closed".into()));
+        }
+        let mut state = timeout_at(deadline, self.state.lock())
+            .await
+            .map_err(|_| self.timed_out("waiting for another caller to connect"))?;
+
+        let open = state
+            .connection
+            .as_ref()
+            .filter(|connection| connection.status().connected())
+            .cloned();
+        if let Some(connection) = open {
+            if self.stale_topology.swap(false, Ordering::AcqRel) {
+                self.redeclare(&connection, deadline).await?;
+            }
+            return Ok(connection);
+        }
+        if state.connection.take().is_some() {
+            tracing::warn!(role = self.role.as_str(), "rabbitmq connection lost");
+        }
+
+        // Within the backoff window the last failure still stands: answer at once.
+        if let Some(next) = state.next_attempt {
+            let now = Instant::now();
+            if now < next {
+                return Err(QueueError::Unavailable(format!(
+                    "rabbitmq unreachable ({}), next attempt in {} ms",
+                    state.last_error,
+                    (next - now).as_millis()
+                )));
+            }
+        }
+
+        match timeout_at(deadline, self.open()).await {
+            Ok(Ok(connection)) => {
+                state.backoff = backoff();
+                state.next_attempt = None;
+                state.connection = Some(connection.clone());
+                self.stale_topology.store(false, Ordering::Release);
+                tracing::info!(role = self.role.as_str(), prefix = %self.topology.exchange(), "rabbitmq connected, topology declared");
+                Ok(connection)
+            }
+            outcome => {
+                let error = match outcome {
+                    Ok(Err(error)) => error,
+                    _ => self.timed_out("connecting"),
+                };
+                let wait = state.backoff.next().unwrap_or(MAX_BACKOFF);
+                state.next_attempt = Some(Instant::now() + wait);
+                state.last_error = error.to_string();
+                tracing::warn!(
+                    role = self.role.as_str(),
+                    cause = %error,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "rabbitmq connection failed"
+                );
+                Err(error)
+            }
+        }
+    }
+
+    /// Ask the next call to declare the topology again (a publish found part of it missing).
+    pub(crate) fn mark_topology_stale(&self) {
+        self.stale_topology.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn topology_is_stale(&self) -> bool {
+        self.stale_topology.load(Ordering::Acquire)
+    }
+
+    /// Close the connection; later calls answer `Unavailable`.
+    pub(crate) async fn close(&self, deadline: Instant) {
+        self.closed.store(true, Ordering::Release);
+        let Ok(mut state) = timeout_at(deadline, self.state.lock()).await else {
+            return;
+        };
+        if let Some(connection) = state.connection.take()
+            && connection.status().connected()
+        {
+            let closing = connection.close(REPLY_SUCCESS, "shutting down".into());
+            if let Ok(Err(error)) = timeout_at(deadline, closing).await {
+                tracing::debug!(role = self.role.as_str(), cause = %error, "rabbitmq close failed");
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<Arc<Connection>, QueueError> {
+        let name = format!(
+            "cio-chameleon-sync {} {}",
+            self.topology.exchange(),
+            self.role.as_str()
+        );
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        let connection = Connection::connect(&self.url, properties)
+            .await
+            .map_err(|error| unavailable("connecting to rabbitmq", &error))?;
+        let connection = Arc::new(connection);
+        self.declare(&connection).await?;
+        Ok(connection)
+    }
+
+    async fn redeclare(
+        &self,
+        connection: &Connection,
+        deadline: Instant,
+    ) -> Result<(), QueueError> {
+        let outcome = timeout_at(deadline, self.declare(connection))
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out("declaring the topology")));
+        match &outcome {
+            Ok(()) => {
+                tracing::info!(prefix = %self.topology.exchange(), "rabbitmq topology declared again")
+            }
+            Err(_) => self.mark_topology_stale(),
+        }
+        outcome
+    }
+
+    /// Declare on a channel of its own, closed afterwards.
+    async fn declare(&self, connection: &Connection) -> Result<(), QueueError> {
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|error| unavailable("opening a channel", &error))?;
+        self.topology
+            .declare(&channel)
+            .await
+            .map_err(|error| declare_error(&error))?;
+        if let Err(error) = channel.close(REPLY_SUCCESS, "declared".into()).await {
+            tracing::debug!(cause = %error, "closing the declaring channel failed");
+        }
+        Ok(())
+    }
+
+    fn timed_out(&self, what: &str) -> QueueError {
+        QueueError::Unavailable(format!(
+            "rabbitmq {} connection timed out {what}",
+            self.role.as_str()
+        ))
+    }
+}
+
+/// AMQP's "normal shutdown" reply code.
+pub(crate) const REPLY_SUCCESS: u16 = 200;
+
+/// Longest wait between two connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+fn backoff() -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(MAX_BACKOFF)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// A broker error met while talking to it: the broker may be back later.
+pub(crate) fn unavailable(what: &str, error: &lapin::Error) -> QueueError {
+    QueueError::Unavailable(format!("{what}: {error}"))
+}
+
+/// The broker refusing a declaration because a queue exists with other arguments is a
+/// configuration problem, not an outage.
+fn declare_error(error: &lapin::Error) -> QueueError {
+    if let ErrorKind::ProtocolError(amqp) = error.kind()
+        && matches!(
+            amqp.kind(),
+            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+        )
+    {
+        return QueueError::Other(format!(
+            "declaring the rabbitmq topology: {error} (queue arguments cannot change on \
+             redeclaration: change them through a policy, or delete the queue)"
+        ));
+    }
+    unavailable("declaring the rabbitmq topology", error)
+}

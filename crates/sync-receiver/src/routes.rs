@@ -1,0 +1,352 @@
+//! Routes and answers (DESIGN §3). Each webhook handler follows the same steps: authenticate,
+//! check the body's top-level shape, wrap the raw bytes in an envelope, publish with
+//! confirmation, answer. Bad input gets a 4xx naming the problem; a queue that cannot take the
+//! message gets `503`, so the sender retries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use sync_core::signature::{self, SignatureError};
+use sync_core::{Envelope, Readiness, Source};
+use sync_queue::Queue;
+use sync_queue::claims::{Claim, ClaimStore};
+use tokio::sync::Semaphore;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::ReceiverConfig;
+use crate::limits;
+use crate::redact::mask_path;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ReceiverConfig>,
+    pub queue: Arc<dyn Queue>,
+    pub readiness: Arc<Readiness>,
+    /// Renders `/metrics`; `None` answers an empty page.
+    pub metrics: Option<PrometheusHandle>,
+    /// Seen provider event ids; `None` queues every copy.
+    pub claims: Option<ClaimStore>,
+}
+
+/// The receiver's router: webhook routes behind the guards, and the operational routes.
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    let permits = Arc::new(Semaphore::new(config.max_concurrent_requests.max(1)));
+
+    let webhooks = Router::new()
+        .route("/v1/customerio/{token}/{kind}", post(customerio))
+        .route("/v1/chameleon/webhooks", post(chameleon))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            permits,
+            limits::concurrency_cap,
+        ));
+
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .merge(webhooks)
+        .fallback(not_found)
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                tracing::debug_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %mask_path(request.uri().path()),
+                )
+            }),
+        )
+        .with_state(state)
+}
+
+// === webhook handlers ===
+
+async fn customerio(
+    State(state): State<AppState>,
+    Path((token, kind)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let config = &state.config;
+
+    // Unknown tokens and unknown kinds get the same answer, so tokens cannot be probed.
+    let expected = config.customerio_endpoint_token.expose().as_bytes();
+    let token_ok = !expected.is_empty() && bool::from(token.as_bytes().ct_eq(expected));
+    let source = match kind.as_str() {
+        "reporting" => Source::CustomerioReporting,
+        "profiles" => Source::CustomerioProfiles,
+        "companies" => Source::CustomerioCompanies,
+        "events" => Source::CustomerioEvents,
+        _ => return not_found().await,
+    };
+    if !token_ok {
+        return not_found().await;
+    }
+
+    if source == Source::CustomerioReporting && !config.customerio_signing_keys.is_empty() {
+        let verified = signature::verify_customerio(
+            &config.customerio_signing_keys,
+            header_str(&headers, "x-cio-timestamp"),
+            header_str(&headers, "x-cio-signature"),
+            &body,
+            now_secs(),
+            config.customerio_signature_tolerance_secs,
+        );
+        if let Err(err) = verified {
+            return unauthorized(source, &err);
+        }
+    }
+
+    let value = match parse_object(config, &headers, &body) {
+        Ok(value) => value,
+        Err(answer) => return answer.into_response(source),
+    };
+
+    // The provider's own id for the event, used to recognise its retries.
+    let provider_event_id = match source {
+        Source::CustomerioReporting => sync_core::inbound::reporting_event_id(&value),
+        _ => header_str(&headers, "x-cio-idempotency-key")
+            .or_else(|| header_str(&headers, "x-cio-delivery-id"))
+            .map(str::to_owned),
+    };
+    enqueue(
+        &state,
+        Envelope::new(source, body, provider_event_id),
+        StatusCode::ACCEPTED,
+    )
+    .await
+}
+
+async fn chameleon(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let config = &state.config;
+    let source = Source::ChameleonWebhook;
+
+    // Without a secret nothing can be verified, so the route does not exist.
+    if config.chameleon_webhook_secrets.is_empty() {
+        return not_found().await;
+    }
+
+    let verified = signature::verify_chameleon(
+        &config.chameleon_webhook_secrets,
+        header_str(&headers, "x-chameleon-signature"),
+        &body,
+        now_secs(),
+        config.chameleon_signature_tolerance_secs,
+    );
+    if let Err(err) = verified {
+        return unauthorized(source, &err);
+    }
+
+    let value = match parse_object(config, &headers, &body) {
+        Ok(value) => value,
+        Err(answer) => return answer.into_response(source),
+    };
+    let Some(webhook_id) = sync_core::outbound::webhook_id(&value) else {
+        return BadRequest("expected a Chameleon webhook with string `id` and `kind`")
+            .into_response(source);
+    };
+
+    // A ping only checks the endpoint: answered, counted, not relayed.
+    if value.get("kind").and_then(Value::as_str) == Some("ping") {
+        metrics::counter!("ccsync_filtered_total", "source" => source.routing_key(), "reason" => "ping")
+            .increment(1);
+        count_request(source, StatusCode::OK);
+        return (StatusCode::OK, Json(json!({"status": "pong"}))).into_response();
+    }
+
+    // Chameleon's documents disagree on whether 202 counts as success, so answer 200.
+    enqueue(
+        &state,
+        Envelope::new(source, body, Some(webhook_id)),
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// Claim the provider's event id, publish with confirmation, then answer `success`; a copy
+/// already queued is answered `success` too, without queueing it again.
+async fn enqueue(state: &AppState, envelope: Envelope, success: StatusCode) -> Response {
+    let source = envelope.source;
+
+    let claim_key = state
+        .claims
+        .as_ref()
+        .zip(envelope.provider_event_id.as_deref())
+        .map(|(claims, id)| (claims, format!("{source}:{id}")));
+    if let Some((claims, key)) = &claim_key {
+        match claims.claim(key, &envelope.message_id).await {
+            Ok(Claim::New) => {}
+            Ok(Claim::Duplicate { message_id }) => {
+                metrics::counter!("ccsync_duplicates_total", "source" => source.routing_key())
+                    .increment(1);
+                count_request(source, success);
+                tracing::debug!(source = %source, %message_id, "duplicate of a queued message");
+                return (
+                    success,
+                    Json(json!({"status": "duplicate", "message_id": message_id})),
+                )
+                    .into_response();
+            }
+            Err(err) => return unavailable(source, &err),
+        }
+    }
+
+    match state.queue.publish(&envelope).await {
+        Ok(()) => {
+            metrics::counter!("ccsync_received_total", "source" => source.routing_key())
+                .increment(1);
+            count_request(source, success);
+            tracing::debug!(
+                message_id = %envelope.message_id,
+                source = %source,
+                bytes = envelope.body.len(),
+                "message queued"
+            );
+            (
+                success,
+                Json(json!({"status": "queued", "message_id": envelope.message_id})),
+            )
+                .into_response()
+        }
+        Err(err) => {
+            // The provider will retry; its retry must be able to win the claim.
+            if let Some((claims, key)) = &claim_key
+                && let Err(release) = claims.release(key, &envelope.message_id).await
+            {
+                tracing::warn!(source = %source, cause = %release, "cannot release a claim");
+            }
+            unavailable(source, &err)
+        }
+    }
+}
+
+fn unavailable(source: Source, err: &sync_queue::QueueError) -> Response {
+    count_request(source, StatusCode::SERVICE_UNAVAILABLE);
+    tracing::warn!(source = %source, cause = %err, "queue did not take the message");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "5")],
+        Json(json!({"error": "queue unavailable, retry later"})),
+    )
+        .into_response()
+}
+
+// === operational routes ===
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if let Err(not_ready) = state.readiness.check() {
+        let reason = format!("{not_ready:?}");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "reason": reason})),
+        )
+            .into_response();
+    }
+    let check = tokio::time::timeout(Duration::from_secs(5), state.queue.check()).await;
+    match check {
+        Ok(Ok(())) => Json(json!({"status": "ready"})).into_response(),
+        Ok(Err(err)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "reason": err.to_string()})),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "reason": "queue check timed out"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    let text = state
+        .metrics
+        .as_ref()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"error": "not found"}))).into_response()
+}
+
+// === answers ===
+
+/// A body that is not JSON of the expected top-level shape.
+struct BadRequest(&'static str);
+
+impl BadRequest {
+    fn into_response(self, source: Source) -> Response {
+        count_request(source, StatusCode::BAD_REQUEST);
+        tracing::debug!(source = %source, problem = self.0, "bad request");
+        (StatusCode::BAD_REQUEST, Json(json!({"error": self.0}))).into_response()
+    }
+}
+
+fn unauthorized(source: Source, err: &SignatureError) -> Response {
+    count_request(source, StatusCode::UNAUTHORIZED);
+    tracing::debug!(source = %source, cause = %err, "signature refused");
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": format!("signature refused: {err}")})),
+    )
+        .into_response()
+}
+
+/// The body as a JSON object, or the reason it is not one.
+fn parse_object(
+    config: &ReceiverConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, BadRequest> {
+    if !limits::is_json_content_type(headers) {
+        return Err(BadRequest("content type must be application/json"));
+    }
+    if limits::nesting_exceeds(body, config.max_json_depth) {
+        return Err(BadRequest("JSON nested too deeply"));
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|_| BadRequest("body is not valid JSON"))?;
+    if !value.is_object() {
+        return Err(BadRequest("body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+fn count_request(source: Source, status: StatusCode) {
+    metrics::counter!(
+        "ccsync_receiver_requests_total",
+        "source" => source.routing_key(),
+        "status" => status.as_str().to_owned()
+    )
+    .increment(1);
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn now_secs() -> i64 {
+    sync_core::time::now_ms() / 1000
+}
