@@ -268,12 +268,21 @@ fn print_received(sandbox: &Sandbox) {
         let requests = sandbox.accepted(upstream);
         println!("\n== {title} {} requests", requests.len());
         for request in requests {
-            let body = serde_json::to_string(&request.body).unwrap_or_default();
-            let shown: String = body.chars().take(400).collect();
             println!(
-                "  {} {} -> {}\n    {shown}",
+                "  {} {} -> {}",
                 request.method, request.path, request.status
             );
+            // A batch is shown item by item; a single call as its body.
+            let items = ["profiles", "companies", "batch"]
+                .iter()
+                .find_map(|key| request.body.get(*key).and_then(Value::as_array).cloned())
+                .unwrap_or_else(|| vec![request.body.clone()]);
+            for item in items {
+                let text = serde_json::to_string(&item).unwrap_or_default();
+                let shown: String = text.chars().take(300).collect();
+                let more = if shown.len() < text.len() { " ..." } else { "" };
+                println!("      {shown}{more}");
+            }
         }
     }
 }

@@ -154,14 +154,18 @@ pub async fn run_until(
     // A role that stops on its own is a failure; stop the others and report it.
     let mut failure = None;
     tokio::select! {
+        biased;
         _ = shutdown.cancelled() => {}
         Some(joined) = tasks.join_next() => {
-            failure = Some(match joined {
-                Ok(Ok(role)) => anyhow::anyhow!("{role} stopped unexpectedly"),
-                Ok(Err(err)) => err,
-                Err(err) => anyhow::anyhow!("a role panicked: {err}"),
-            });
-            shutdown.cancel();
+            // Roles end on their own only when shutdown began; anything else is a failure.
+            if !shutdown.is_cancelled() {
+                failure = Some(match joined {
+                    Ok(Ok(role)) => anyhow::anyhow!("{role} stopped unexpectedly"),
+                    Ok(Err(err)) => err,
+                    Err(err) => anyhow::anyhow!("a role panicked: {err}"),
+                });
+                shutdown.cancel();
+            }
         }
     }
 

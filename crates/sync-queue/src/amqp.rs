@@ -174,7 +174,11 @@ impl AmqpQueue {
             .link()
             .connection(shared.deadline())
             .await?;
-        tracing::info!(url = %redact_url(&config.url), prefix = %config.prefix, "rabbitmq queue ready");
+        tracing::info!(
+            url = %redact_url(&config.url),
+            prefix = %config.prefix,
+            "rabbitmq queue ready"
+        );
         Ok(Self { shared })
     }
 
@@ -209,7 +213,11 @@ impl Queue for AmqpQueue {
         {
             Ok(()) => {
                 telemetry::published(direction);
-                tracing::debug!(message_id = %envelope.message_id, source = %envelope.source, "message queued");
+                tracing::debug!(
+                    message_id = %envelope.message_id,
+                    source = %envelope.source,
+                    "message queued"
+                );
                 Ok(())
             }
             Err((failure, error)) => {

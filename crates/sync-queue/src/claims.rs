@@ -47,14 +47,17 @@ impl ClaimStore {
     /// Open (or create) the claim file; `scope` is the queue prefix.
     pub fn open(path: &Path, scope: &str, window: Duration) -> Result<Self, QueueError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|err| QueueError::Other(format!("cannot create {}: {err}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|err| {
+                QueueError::Other(format!("cannot create {}: {err}", parent.display()))
+            })?;
         }
         let conn = Connection::open(path).map_err(sqlite)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite)?;
         // A claim lost to a power cut only lets one duplicate through; no fsync per request.
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sqlite)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS claims (
                 scope TEXT NOT NULL,
@@ -127,8 +130,11 @@ impl ClaimStore {
         .map_err(sqlite)?;
         let claimed = self.claimed.fetch_add(1, Ordering::Relaxed) + 1;
         if claimed.is_multiple_of(SWEEP_EVERY) {
-            tx.execute("DELETE FROM claims WHERE claimed_at < ?1", params![fresh_after])
-                .map_err(sqlite)?;
+            tx.execute(
+                "DELETE FROM claims WHERE claimed_at < ?1",
+                params![fresh_after],
+            )
+            .map_err(sqlite)?;
         }
         tx.commit().map_err(sqlite)?;
         Ok(Claim::New)
@@ -146,12 +152,18 @@ mod tests {
     #[tokio::test]
     async fn first_copy_wins_and_release_reopens() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ClaimStore::open(&dir.path().join("seen.sqlite3"), "a", Duration::from_secs(60))
-            .unwrap();
+        let store = ClaimStore::open(
+            &dir.path().join("seen.sqlite3"),
+            "a",
+            Duration::from_secs(60),
+        )
+        .unwrap();
         assert_eq!(store.claim("k", "m1").await.unwrap(), Claim::New);
         assert_eq!(
             store.claim("k", "m2").await.unwrap(),
-            Claim::Duplicate { message_id: "m1".into() }
+            Claim::Duplicate {
+                message_id: "m1".into()
+            }
         );
         store.release("k", "m1").await.unwrap();
         assert_eq!(store.claim("k", "m2").await.unwrap(), Claim::New);
@@ -166,14 +178,22 @@ mod tests {
         assert_eq!(a.claim("k", "m1").await.unwrap(), Claim::New);
         assert_eq!(b.claim("k", "m2").await.unwrap(), Claim::New);
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(b.claim("k", "m3").await.unwrap(), Claim::New, "window of zero forgets");
+        assert_eq!(
+            b.claim("k", "m3").await.unwrap(),
+            Claim::New,
+            "window of zero forgets"
+        );
     }
 
     #[tokio::test]
     async fn concurrent_copies_make_one_claim() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ClaimStore::open(&dir.path().join("seen.sqlite3"), "a", Duration::from_secs(60))
-            .unwrap();
+        let store = ClaimStore::open(
+            &dir.path().join("seen.sqlite3"),
+            "a",
+            Duration::from_secs(60),
+        )
+        .unwrap();
         let attempts: Vec<_> = (0..32)
             .map(|i| {
                 let store = store.clone();

@@ -2,7 +2,8 @@
 //! [`Handler`], and when the stream ends or breaks (broker restart, channel closed) report the
 //! consumer as down and subscribe again with backoff. A consumer stream that ends is an error
 //! to recover from, never a reason to exit. On shutdown the loop stops taking deliveries and lets
-//! the handler finish what it holds; whatever it did not settle goes back to the queue.
+//! the handler settle what it holds before the subscription closes; whatever it did not take
+//! goes back to the queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +66,16 @@ pub async fn run(
 
         loop {
             let next = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => {
+                    // Settle what the handler holds while the subscription (and so the
+                    // channel its acks travel on) is still open; then let the rest go back.
+                    tracing::info!(queue = %direction, "consumer draining");
+                    handler.drain().await;
+                    readiness.consumer_stopped();
+                    drop(stream);
+                    tracing::info!(queue = %direction, "consumer stopped");
+                    return;
+                }
                 next = stream.next() => next,
             };
             match next {

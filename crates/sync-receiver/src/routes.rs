@@ -21,7 +21,7 @@ use sync_queue::Queue;
 use sync_queue::claims::{Claim, ClaimStore};
 use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::config::ReceiverConfig;
 use crate::limits;
@@ -64,13 +64,17 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks)
         .fallback(not_found)
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                tracing::debug_span!(
-                    "request",
-                    method = %request.method(),
-                    path = %mask_path(request.uri().path()),
-                )
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    tracing::debug_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %mask_path(request.uri().path()),
+                    )
+                })
+                // A 503 from /readyz or a full queue is an answer, not a server fault; the
+                // handlers log the cases operators need.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
         .with_state(state)
 }

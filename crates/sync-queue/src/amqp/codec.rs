@@ -17,6 +17,9 @@ use crate::DeadLetter;
 const PERSISTENT: u8 = 2;
 
 /// Longest `last_error` kept on a dead letter, in bytes.
+///
+/// Limitation: a longer upstream error is cut to its first 4096 bytes, because headers travel in
+/// one AMQP frame; the rest of the message is lost to operators.
 pub(crate) const MAX_ERROR_BYTES: usize = 4096;
 
 /// The properties of a queued envelope: persistent, identified, with the metadata headers.

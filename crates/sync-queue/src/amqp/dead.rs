@@ -244,7 +244,11 @@ impl Scan {
         })
         .await;
         if !matches!(back, Ok(Some(()))) {
-            tracing::debug!(queue = %self.queue, kept, "dead letters not all back in the queue yet");
+            tracing::debug!(
+                queue = %self.queue,
+                kept,
+                "dead letters not all back in the queue yet"
+            );
         }
     }
 }

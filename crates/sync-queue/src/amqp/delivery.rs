@@ -193,7 +193,11 @@ impl Settle for AmqpSettle {
         // The copy is not safely queued: hand the original back to the queue now instead of
         // holding it until the consumer goes away. A requeue counts toward the delivery limit.
         if let Err(error) = copied {
-            tracing::warn!(message_id = %envelope.message_id, cause = %error, "settlement failed, message requeued");
+            tracing::warn!(
+                message_id = %envelope.message_id,
+                cause = %error,
+                "settlement failed, message requeued"
+            );
             let requeue = BasicNackOptions {
                 multiple: false,
                 requeue: true,

@@ -113,7 +113,11 @@ impl Link {
                 state.next_attempt = None;
                 state.connection = Some(connection.clone());
                 self.stale_topology.store(false, Ordering::Release);
-                tracing::info!(role = self.role.as_str(), prefix = %self.topology.exchange(), "rabbitmq connected, topology declared");
+                tracing::info!(
+                    role = self.role.as_str(),
+                    prefix = %self.topology.exchange(),
+                    "rabbitmq connected, topology declared"
+                );
                 Ok(connection)
             }
             outcome => {
@@ -185,7 +189,10 @@ impl Link {
             .unwrap_or_else(|_| Err(self.timed_out("declaring the topology")));
         match &outcome {
             Ok(()) => {
-                tracing::info!(prefix = %self.topology.exchange(), "rabbitmq topology declared again")
+                tracing::info!(
+                    prefix = %self.topology.exchange(),
+                    "rabbitmq topology declared again"
+                )
             }
             Err(_) => self.mark_topology_stale(),
         }

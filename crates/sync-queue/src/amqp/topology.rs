@@ -97,7 +97,10 @@ impl Topology {
             .await?;
 
         for direction in Direction::ALL {
-            // Dead queues first: the work queues dead-letter into them.
+            // Dead queues first: the work queues dead-letter into them. They have no delivery
+            // limit, because listing dead letters returns each one to the queue every time.
+            // Limitation: RabbitMQ 4.0 and later give quorum queues a default delivery limit of
+            // 20, so on those versions dead queues need a policy setting `delivery-limit` to -1.
             declare_queue(channel, &self.dead_queue(direction), quorum()).await?;
 
             let work = self.work_queue(direction);

@@ -200,6 +200,9 @@ fn ended() -> QueueError {
 
 /// The claim on one message. Dropped unsettled, it gives the message back at once (due now,
 /// delivery count kept) instead of letting it wait for the lease to expire.
+// Limitation: a lease is not renewed while its delivery is held, so a consumer that keeps a
+// message longer than `lease` (a slow batch, a long rate-limit pause) sees it redelivered to
+// another consumer and its own settle refused.
 struct Lease {
     shared: Arc<Shared>,
     direction: Direction,

@@ -117,12 +117,12 @@ async fn require_broker() {
             let _ = connection.close(200, "reachable".into()).await;
         }
         Ok(Err(error)) => panic!(
-            "RabbitMQ is not reachable at 127.0.0.1:5672: start it with `rabbitmq-server -detached` \
-             ({error})"
+            "RabbitMQ is not reachable at 127.0.0.1:5672: start it with \
+             `rabbitmq-server -detached` ({error})"
         ),
         Err(_) => panic!(
-            "RabbitMQ is not reachable at 127.0.0.1:5672: start it with `rabbitmq-server -detached` \
-             (no answer within 10 s)"
+            "RabbitMQ is not reachable at 127.0.0.1:5672: start it with \
+             `rabbitmq-server -detached` (no answer within 10 s)"
         ),
     }
 }

@@ -1,0 +1,259 @@
+//! The executable itself: `config check`, configuration errors, and the `dlq` commands against
+//! dead letters made by a running daemon, on both queue backends.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use sync_sandbox::{Fault, FaultKind};
+
+use crate::support::{self, Daemon, QueueKind};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cio-chameleon-sync");
+
+fn run(args: &[&str], config: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A configuration file for the CLI that points at the daemon's queue.
+fn config_for(daemon: &Daemon, dir: &Path) -> std::path::PathBuf {
+    let queue = &daemon.settings.queue;
+    let backend = match &queue.amqp_url {
+        Some(url) => format!("backend = \"amqp\"\namqp_url = \"{}\"\n", url.expose()),
+        None => format!(
+            "backend = \"embedded\"\npath = {:?}\n",
+            queue.path.display().to_string()
+        ),
+    };
+    let path = dir.join("cli.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[queue]\n{backend}prefix = \"{}\"\nretry_tiers = [\"1s\", \"3s\"]\n",
+            queue.prefix
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn config_check_prints_the_configuration_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[customerio]\nendpoint_token = \"endpoint-token-123456789\"\napi_key = \"cio-key-secret\"\n\
+         signing_keys = [\"signing-secret-1\"]\n[chameleon]\naccount_secret = \"acct-secret-9\"\n\
+         webhook_secrets = [\"hook-secret-7\"]\n[queue]\namqp_url = \"amqp://u:broker-pass@h/%2f\"\n",
+    )
+    .unwrap();
+    let output = run(&["config", "check"], &config);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let shown = text(&output.stdout) + &text(&output.stderr);
+    for secret in [
+        "endpoint-token-123456789",
+        "cio-key-secret",
+        "signing-secret-1",
+        "acct-secret-9",
+        "hook-secret-7",
+        "broker-pass",
+    ] {
+        assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+    }
+    assert!(shown.contains("[redacted]"), "{shown}");
+    assert!(
+        shown.contains("backend") || shown.contains("prefix = \"ccsync\""),
+        "{shown}"
+    );
+}
+
+#[test]
+fn unknown_keys_exit_non_zero_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[server]\nlisten_on = \"127.0.0.1:1\"\n").unwrap();
+    let output = run(&["config", "check"], &config);
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("listen_on"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn dlq_commands_on_rabbitmq() {
+    support::require_broker().await;
+    dlq_commands(QueueKind::Amqp(support::BROKER.into())).await;
+}
+
+#[tokio::test]
+async fn dlq_commands_on_the_embedded_queue() {
+    dlq_commands(QueueKind::Embedded(Default::default())).await;
+}
+
+async fn dlq_commands(queue: QueueKind) {
+    let mut daemon = Daemon::start(queue, |_| {}).await;
+    daemon.sandbox.inject(Fault {
+        path_prefix: "/api/v2/batch".into(),
+        count: 1,
+        kind: FaultKind::Status {
+            status: 400,
+            body: r#"{"errors":[{"reason":"invalid","message":"bad attribute"}]}"#.into(),
+            headers: vec![],
+        },
+    });
+    let answer = daemon
+        .post_chameleon(&support::payload("chameleon/tour-exited.json"))
+        .await;
+    assert_eq!(answer.status(), 200);
+    let message_id = answer.json::<Value>().await.unwrap()["message_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&daemon, dir.path());
+
+    // `dlq list --json` shows it once the relay gave up on it.
+    let mut rows = Vec::new();
+    for _ in 0..150 {
+        let output = run(&["dlq", "list", "--queue", "outbound", "--json"], &config);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        rows = serde_json::from_slice::<Vec<Value>>(&output.stdout).unwrap();
+        if !rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(row["id"], message_id.as_str());
+    assert_eq!(row["source"], "chameleon.webhook");
+    assert_eq!(row["reason"], "upstream_rejected");
+    assert_eq!(row["status"], 400);
+    assert_eq!(row["attempts"], 1);
+    assert!(
+        row["error"].as_str().unwrap().contains("bad attribute"),
+        "{row}"
+    );
+    for key in ["first_failed_at", "last_failed_at"] {
+        assert!(
+            row[key].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{key}: {row}"
+        );
+    }
+    let body: Value = serde_json::from_str(row["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["kind"], "tour.exited");
+
+    // `show`, the table, and the filters.
+    let shown = run(
+        &["dlq", "show", &message_id, "--queue", "outbound"],
+        &config,
+    );
+    assert!(
+        text(&shown.stdout).contains("tour.exited"),
+        "{}",
+        text(&shown.stderr)
+    );
+    let table = run(&["dlq", "list", "--queue", "outbound"], &config);
+    assert!(text(&table.stdout).contains(&message_id));
+    let none = run(
+        &[
+            "dlq",
+            "list",
+            "--queue",
+            "outbound",
+            "--json",
+            "--reason",
+            "no_identity",
+        ],
+        &config,
+    );
+    assert_eq!(
+        serde_json::from_slice::<Vec<Value>>(&none.stdout)
+            .unwrap()
+            .len(),
+        0
+    );
+
+    // Replay refuses an empty filter, counts on --dry-run, then delivers with the same id.
+    let refused = run(&["dlq", "replay", "--queue", "outbound"], &config);
+    assert!(!refused.status.success());
+    let dry = run(
+        &["dlq", "replay", "--queue", "outbound", "--all", "--dry-run"],
+        &config,
+    );
+    assert!(text(&dry.stdout).starts_with("1 "), "{}", text(&dry.stdout));
+    let replay = run(
+        &["dlq", "replay", "--queue", "outbound", "--id", &message_id],
+        &config,
+    );
+    assert!(replay.status.success(), "{}", text(&replay.stderr));
+    assert!(
+        text(&replay.stdout).contains("replayed 1"),
+        "{}",
+        text(&replay.stdout)
+    );
+    let delivered = support::eventually(std::time::Duration::from_secs(30), || async {
+        daemon
+            .sandbox
+            .accepted(sync_sandbox::Upstream::Customerio)
+            .len()
+            == 1
+    })
+    .await;
+    assert!(delivered, "{:#?}", daemon.sandbox.requests());
+    let after = run(&["dlq", "list", "--queue", "outbound", "--json"], &config);
+    assert_eq!(
+        serde_json::from_slice::<Vec<Value>>(&after.stdout)
+            .unwrap()
+            .len(),
+        0
+    );
+
+    // Purge: a second dead letter, deleted with --yes.
+    daemon.sandbox.inject(Fault {
+        path_prefix: "/api/v2/batch".into(),
+        count: 1,
+        kind: FaultKind::Status {
+            status: 401,
+            body: "{}".into(),
+            headers: vec![],
+        },
+    });
+    daemon
+        .post_chameleon(&support::payload("chameleon/tour-started.json"))
+        .await;
+    let mut purged = String::new();
+    for _ in 0..150 {
+        let output = run(
+            &["dlq", "purge", "--queue", "outbound", "--all", "--yes"],
+            &config,
+        );
+        purged = text(&output.stdout);
+        if purged.contains("purged 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(purged.contains("purged 1"), "{purged}");
+    let empty = run(&["dlq", "list", "--queue", "outbound", "--json"], &config);
+    assert_eq!(
+        serde_json::from_slice::<Vec<Value>>(&empty.stdout)
+            .unwrap()
+            .len(),
+        0
+    );
+
+    daemon.stop().await.unwrap();
+    support::delete_topology(&daemon.settings.queue.prefix, &["1s", "3s"]).await;
+}
