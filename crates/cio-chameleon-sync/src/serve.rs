@@ -70,6 +70,12 @@ pub async fn run_until(
     let queue = wiring::queue(&settings).await?;
     let readiness = Arc::new(Readiness::new());
     let mut tasks = JoinSet::new();
+    // Seen provider ids (receiver) and delivered events (worker) share one store.
+    let claims = if roles.receiver || roles.worker {
+        Some(wiring::claims(&settings)?)
+    } else {
+        None
+    };
 
     if roles.worker {
         let client = wiring::chameleon_client(&settings)?;
@@ -78,6 +84,7 @@ pub async fn run_until(
             queue.clone(),
             client,
             config,
+            claims.clone(),
             readiness.clone(),
             shutdown.clone(),
         );
@@ -111,17 +118,12 @@ pub async fn run_until(
         receiver_config.customerio_endpoint_token = Default::default();
         receiver_config.chameleon_webhook_secrets.clear();
     }
-    let claims = if roles.receiver {
-        Some(wiring::claims(&settings)?)
-    } else {
-        None
-    };
     let state = AppState {
         config: Arc::new(receiver_config),
         queue: queue.clone(),
         readiness: readiness.clone(),
         metrics: metrics.clone(),
-        claims,
+        claims: claims.filter(|_| roles.receiver),
     };
     tracing::info!(
         listen = %settings.server.listen,

@@ -7,6 +7,9 @@
 //! see each other's ids, and are forgotten after the window. An insert is atomic, so two copies
 //! arriving at the same moment still produce one queued message.
 //!
+//! The worker also records here which messages it delivered as non-idempotent Chameleon events,
+//! so that a message redelivered after a lost acknowledgement is not sent twice.
+//!
 //! Limitation: the claim file is local to the process that receives; several receiver replicas
 //! behind a load balancer each keep their own, so a retry that lands on another replica is queued
 //! again (Customer.io then drops the relayed duplicate by its event id, but a Chameleon event
@@ -101,6 +104,34 @@ impl ClaimStore {
         })
         .await
         .map_err(|err| QueueError::Other(format!("release task failed: {err}")))?
+    }
+
+    /// Whether `message_id` was already delivered upstream: a redelivery after an
+    /// acknowledgement was lost (a broker restart, a crash between sending and acking).
+    pub async fn was_delivered(&self, message_id: &str) -> Result<bool, QueueError> {
+        let store = self.clone();
+        let key = format!("delivered:{message_id}");
+        tokio::task::spawn_blocking(move || {
+            let fresh_after = sync_core::time::now_ms().saturating_sub(store.window_ms);
+            let conn = store.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            conn.query_row(
+                "SELECT 1 FROM claims WHERE scope = ?1 AND key = ?2 AND claimed_at >= ?3",
+                params![store.scope, key, fresh_after],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(sqlite)
+        })
+        .await
+        .map_err(|err| QueueError::Other(format!("delivery log task failed: {err}")))?
+    }
+
+    /// Record that `message_id` was delivered upstream, so a redelivery is not sent again.
+    pub async fn mark_delivered(&self, message_id: &str) -> Result<(), QueueError> {
+        self.claim(&format!("delivered:{message_id}"), message_id)
+            .await
+            .map(|_| ())
     }
 
     fn claim_blocking(&self, key: &str, message_id: &str) -> Result<Claim, QueueError> {

@@ -17,6 +17,7 @@ use chameleon_api::ChameleonClient;
 use sync_core::inbound::{self, ChameleonCall, InboundOptions};
 use sync_core::{Direction, Failure, Outcome, Readiness, RetryPolicy};
 use sync_queue::batch::{BatchLimits, Batcher};
+use sync_queue::claims::ClaimStore;
 use sync_queue::consumer::{self, Handler};
 use sync_queue::{Delivery, Queue};
 use tokio_util::sync::CancellationToken;
@@ -49,18 +50,21 @@ impl Default for WorkerConfig {
     }
 }
 
-/// Consume the inbound queue until `shutdown` fires, then drain.
+/// Consume the inbound queue until `shutdown` fires, then drain. `delivered` records which
+/// events were sent, so that a redelivered one is not sent twice (Chameleon events are not
+/// idempotent); without it a redelivery after a lost acknowledgement is sent again.
 pub async fn run(
     queue: Arc<dyn Queue>,
     client: ChameleonClient,
     config: WorkerConfig,
+    delivered: Option<ClaimStore>,
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) {
-    let prefetch = config
-        .prefetch
-        .max(u16::try_from(config.batch_size).unwrap_or(u16::MAX));
-    let worker = Arc::new(Worker::new(client, config));
+    // Prefetch at least a batch, so that batches can fill.
+    let batch = u16::try_from(config.batch_size).unwrap_or(u16::MAX);
+    let prefetch = config.prefetch.max(batch);
+    let worker = Arc::new(Worker::new(client, config, delivered));
     consumer::run(
         queue,
         Direction::Inbound,
@@ -79,10 +83,15 @@ pub struct Worker {
     profiles: Arc<Batcher<PendingUpdate>>,
     companies: Arc<Batcher<PendingUpdate>>,
     events: TaskTracker,
+    delivered: Option<ClaimStore>,
 }
 
 impl Worker {
-    pub fn new(client: ChameleonClient, config: WorkerConfig) -> Self {
+    pub fn new(
+        client: ChameleonClient,
+        config: WorkerConfig,
+        delivered: Option<ClaimStore>,
+    ) -> Self {
         let config = Arc::new(config);
         let limits = BatchLimits {
             max_items: config.batch_size,
@@ -110,6 +119,7 @@ impl Worker {
             client,
             config,
             events: TaskTracker::new(),
+            delivered,
         }
     }
 }
@@ -150,11 +160,9 @@ impl Handler for Worker {
                 // Events have no batch form; the client's budget paces them.
                 let client = self.client.clone();
                 let config = Arc::clone(&self.config);
+                let delivered = self.delivered.clone();
                 self.events.spawn(async move {
-                    let outcome = match client.send_event(&body).await {
-                        Ok(()) => Outcome::Delivered,
-                        Err(err) => err.into_outcome(),
-                    };
+                    let outcome = send_event(&client, delivered.as_ref(), &delivery, &body).await;
                     consumer::settle(delivery, outcome, &config.retry).await;
                 });
             }
@@ -166,5 +174,36 @@ impl Handler for Worker {
         self.companies.drain().await;
         self.events.close();
         self.events.wait().await;
+    }
+}
+
+/// Send one event unless this very message was sent before and only its acknowledgement was
+/// lost; record it once Chameleon accepted it.
+async fn send_event(
+    client: &ChameleonClient,
+    delivered: Option<&ClaimStore>,
+    delivery: &Delivery,
+    body: &serde_json::Map<String, serde_json::Value>,
+) -> Outcome {
+    let message_id = &delivery.envelope.message_id;
+    // Only a redelivered copy can have been sent already; fresh copies skip the lookup.
+    if let Some(log) = delivered
+        && delivery.redelivered
+        && log.was_delivered(message_id).await.unwrap_or(false)
+    {
+        return Outcome::Filtered {
+            reason: "already_delivered",
+        };
+    }
+    match client.send_event(body).await {
+        Ok(()) => {
+            if let Some(log) = delivered
+                && let Err(err) = log.mark_delivered(message_id).await
+            {
+                tracing::warn!(%message_id, cause = %err, "cannot record a delivered event");
+            }
+            Outcome::Delivered
+        }
+        Err(err) => err.into_outcome(),
     }
 }

@@ -92,7 +92,7 @@ fn unknown_keys_exit_non_zero_with_one_clear_line() {
 
 #[tokio::test]
 async fn dlq_commands_on_rabbitmq() {
-    support::require_broker().await;
+    let _broker = support::require_broker().await;
     dlq_commands(QueueKind::Amqp(support::BROKER.into())).await;
 }
 

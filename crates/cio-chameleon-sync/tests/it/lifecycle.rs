@@ -165,7 +165,7 @@ async fn post_event(http: &reqwest::Client, base: &str, n: usize) {
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_work_and_a_restart_resumes() {
-    support::require_broker().await;
+    let _broker = support::require_broker().await;
     let (sandbox, sandbox_addr) = sandbox().await;
     sandbox.inject(Fault {
         path_prefix: "/v3/observe/hooks/events".into(),
@@ -293,7 +293,7 @@ async fn kill_mid_batch(queue: String) {
 
 #[tokio::test]
 async fn kill_9_mid_batch_loses_nothing_on_rabbitmq() {
-    support::require_broker().await;
+    let _broker = support::require_broker().await;
     kill_mid_batch(amqp_queue()).await;
 }
 

@@ -8,3 +8,4 @@ mod support;
 mod cli;
 mod lifecycle;
 mod pipeline;
+mod resilience;

@@ -35,7 +35,7 @@ fn cio_ops(daemon: &Daemon) -> Vec<Value> {
 
 #[tokio::test]
 async fn every_sample_payload_reaches_its_upstream_over_rabbitmq() {
-    support::require_broker().await;
+    let _broker = support::require_broker().await;
     every_sample_payload_reaches_its_upstream(QueueKind::Amqp(support::BROKER.into())).await;
 }
 
@@ -309,7 +309,7 @@ async fn bad_requests_are_refused_and_queue_nothing() {
 
 #[tokio::test]
 async fn an_unreachable_broker_answers_503_until_it_is_back() {
-    support::require_broker().await;
+    let _broker = support::require_broker().await;
     let proxy = BrokerProxy::start().await;
     let mut daemon = Daemon::start(QueueKind::Amqp(proxy.addr.to_string()), |_| {}).await;
     let event = support::payload("customerio/workflow-event.json");

@@ -25,8 +25,27 @@ pub const ACCOUNT_SECRET: &str = "test-account-secret";
 pub const SITE_ID: &str = "test-site";
 pub const API_KEY: &str = "test-api-key";
 
-/// Fail loudly when the broker is missing.
-pub async fn require_broker() {
+/// Tests that use the broker hold a shared guard; the broker-restart test holds it alone, so
+/// that stopping RabbitMQ never pulls the rug from under another test in this binary.
+static BROKER_USE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+pub type BrokerGuard = tokio::sync::RwLockReadGuard<'static, ()>;
+
+/// Fail loudly when the broker is missing; hold the guard for the whole test.
+pub async fn require_broker() -> BrokerGuard {
+    let guard = BROKER_USE.read().await;
+    check_broker().await;
+    guard
+}
+
+/// The broker to oneself, for a test that stops and starts it.
+pub async fn exclusive_broker() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    let guard = BROKER_USE.write().await;
+    check_broker().await;
+    guard
+}
+
+async fn check_broker() {
     if TcpStream::connect(BROKER).await.is_err() {
         panic!(
             "RabbitMQ is not reachable at {BROKER}: start it with `rabbitmq-server -detached` \
@@ -72,6 +91,7 @@ pub struct Daemon {
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
+    _broker: Option<BrokerGuard>,
 }
 
 /// Settings for a test daemon on `queue`, with both upstreams at `sandbox`.
@@ -120,11 +140,14 @@ pub fn settings(
 impl Daemon {
     /// A daemon on the real broker with a fresh prefix.
     pub async fn amqp() -> Daemon {
-        require_broker().await;
-        Self::start(QueueKind::Amqp(BROKER.into()), |_| {}).await
+        let broker = require_broker().await;
+        let mut daemon = Self::start(QueueKind::Amqp(BROKER.into()), |_| {}).await;
+        daemon._broker = Some(broker);
+        daemon
     }
 
-    /// A daemon on `queue`; `adjust` may change settings before start.
+    /// A daemon on `queue`; `adjust` may change settings before start. On RabbitMQ the caller
+    /// holds [`require_broker`]'s guard.
     pub async fn start(queue: QueueKind, adjust: impl FnOnce(&mut Settings)) -> Daemon {
         let (sandbox, sandbox_addr) = Sandbox::spawn(SandboxConfig {
             chameleon_account_secret: ACCOUNT_SECRET.into(),
@@ -159,6 +182,7 @@ impl Daemon {
             shutdown: CancellationToken::new(),
             task: None,
             _dir: dir,
+            _broker: None,
         };
         daemon.launch().await;
         daemon
@@ -304,7 +328,7 @@ impl BrokerProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let open = Arc::new(AtomicBool::new(true));
-        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let (cut, mut cuts) = tokio::sync::watch::channel(0u64);
         let accepting = open.clone();
         tokio::spawn(async move {
             loop {
@@ -315,6 +339,8 @@ impl BrokerProxy {
                     drop(client);
                     continue;
                 }
+                // Only cuts after this connection was accepted end it.
+                cuts.borrow_and_update();
                 let mut cuts = cuts.clone();
                 tokio::spawn(async move {
                     let Ok(mut broker) = TcpStream::connect(BROKER).await else {
