@@ -9,3 +9,4 @@ mod cli;
 mod lifecycle;
 mod pipeline;
 mod resilience;
+mod secrets;
