@@ -25,6 +25,7 @@ ci:
 bench *args:
     cargo run --release -p sync-bench -- {{args}}
 
-# Run every fuzz target for a while (needs nightly and `cargo install cargo-fuzz`).
+# Run every fuzz target for a while from its committed seeds, stopping at the first crash (needs
+# nightly and `cargo install cargo-fuzz`; see docs/fuzzing.md).
 fuzz seconds="60":
-    for target in $(cargo fuzz list); do cargo +nightly fuzz run "$target" -- -max_total_time={{seconds}}; done
+    for target in $(cargo fuzz list); do mkdir -p "fuzz/corpus/$target" && cargo +nightly fuzz run "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- -max_total_time={{seconds}} || exit 1; done

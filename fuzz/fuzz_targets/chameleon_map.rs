@@ -31,7 +31,11 @@ fuzz_target!(|body: &[u8]| {
         check_tour_event(body, parsed.as_ref(), &opts);
     }
 
-    let result = outbound::map(Source::CustomerioReporting, body, &OutboundOptions::default());
+    let result = outbound::map(
+        Source::CustomerioReporting,
+        body,
+        &OutboundOptions::default(),
+    );
     assert!(
         matches!(result, Err(OutboundError::Malformed(_))),
         "a customer.io source mapped as chameleon: {result:?}"
@@ -67,7 +71,10 @@ fn check_webhook(body: &[u8], parsed: Option<&Value>, opts: &OutboundOptions) {
             let Some(kind) = kind else {
                 panic!("mapped a webhook without a string kind: {event:?}");
             };
-            assert!(opts.relays(kind), "relayed a {kind:?} webhook the options filter out");
+            assert!(
+                opts.relays(kind),
+                "relayed a {kind:?} webhook the options filter out"
+            );
             let Some(webhook_id) = parsed.and_then(outbound::webhook_id) else {
                 panic!("mapped a webhook the receiver would refuse: {event:?}");
             };
@@ -133,7 +140,10 @@ fn check_event(event: &TrackEvent, opts: &OutboundOptions) {
         event.identifier
     );
     if matches!(event.identifier, Identifier::Email(_)) {
-        assert!(opts.allow_email_identity, "identified by email when not allowed");
+        assert!(
+            opts.allow_email_identity,
+            "identified by email when not allowed"
+        );
     }
 
     if let Some(name) = event
@@ -145,7 +155,10 @@ fn check_event(event: &TrackEvent, opts: &OutboundOptions) {
     }
     let attributes = Value::Object(event.attributes.clone());
     let longest = longest_string(&attributes);
-    assert!(longest <= MAX_ATTRIBUTE_BYTES, "an attribute string is {longest} bytes");
+    assert!(
+        longest <= MAX_ATTRIBUTE_BYTES,
+        "an attribute string is {longest} bytes"
+    );
     let size = serde_json::to_vec(&attributes).map_or(usize::MAX, |json| json.len());
     assert!(size <= MAX_ATTRIBUTES_BYTES, "attributes are {size} bytes");
 }

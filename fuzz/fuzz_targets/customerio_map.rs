@@ -54,12 +54,20 @@ fuzz_target!(|body: &[u8]| {
 
 fn check(source: Source, body: &[u8], opts: &InboundOptions) {
     let result = inbound::map(source, body, opts);
-    assert_eq!(result, inbound::map(source, body, opts), "mapping is not deterministic");
+    assert_eq!(
+        result,
+        inbound::map(source, body, opts),
+        "mapping is not deterministic"
+    );
 
     match result {
         Ok(Some(mapped)) => check_mapped(source, &mapped),
         Ok(None) => {
-            assert_eq!(source, Source::CustomerioReporting, "{source} body was filtered");
+            assert_eq!(
+                source,
+                Source::CustomerioReporting,
+                "{source} body was filtered"
+            );
             let object_type = serde_json::from_slice::<Value>(body)
                 .ok()
                 .and_then(|v| v.get("object_type")?.as_str().map(str::to_owned));
@@ -103,7 +111,10 @@ fn check_mapped(source: Source, mapped: &Mapped) {
     }
     if source == Source::CustomerioReporting {
         let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
-        assert!(name.ends_with(" (Customer.io)"), "reporting event named {name:?}");
+        assert!(
+            name.ends_with(" (Customer.io)"),
+            "reporting event named {name:?}"
+        );
     }
 
     // Identity fields are sent as written; everything else went through the normaliser.

@@ -49,7 +49,10 @@ fn check(props: Map<String, Value>) {
         Err(err) => panic!("rename mode refused {props:?}: {err}"),
     };
 
-    if let Some(key) = out.keys().find(|key| RESERVED_NAMES.contains(&key.as_str())) {
+    if let Some(key) = out
+        .keys()
+        .find(|key| RESERVED_NAMES.contains(&key.as_str()))
+    {
         panic!("reserved name {key:?} survived renaming: {out:?}");
     }
     assert_eq!(renamed, reserved_in_input, "rename count for {props:?}");

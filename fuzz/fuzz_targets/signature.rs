@@ -89,7 +89,11 @@ fn customerio_round_trip(key: &str, body: &[u8], now: i64, position: usize, mask
         verify_customerio(&keys, Some(ts), Some(sig), body, now, TOLERANCE)
     };
 
-    assert_eq!(verify(&timestamp, &signature, body, now), Ok(()), "signed body refused");
+    assert_eq!(
+        verify(&timestamp, &signature, body, now),
+        Ok(()),
+        "signed body refused"
+    );
     assert_eq!(
         verify(&timestamp, &signature, body, now + TOLERANCE as i64 + 1),
         Err(SignatureError::Stale)
@@ -113,7 +117,10 @@ fn customerio_round_trip(key: &str, body: &[u8], now: i64, position: usize, mask
     );
 
     let changed = change_hex_digit(&signature, position);
-    assert_eq!(verify(&timestamp, &changed, body, now), Err(SignatureError::Mismatch));
+    assert_eq!(
+        verify(&timestamp, &changed, body, now),
+        Err(SignatureError::Mismatch)
+    );
 
     let other_key = vec![Secret::new(format!("{key}-other"))];
     assert_eq!(
@@ -147,11 +154,14 @@ fn chameleon_round_trip(key: &str, body: &[u8], now: i64, position: usize, mask:
     };
     let signature = sign_chameleon(key, &webhook);
     assert_eq!(signature.len(), 64, "chameleon signature {signature:?}");
-    let verify = |sig: &str, body: &[u8], now: i64| {
-        verify_chameleon(&keys, Some(sig), body, now, TOLERANCE)
-    };
+    let verify =
+        |sig: &str, body: &[u8], now: i64| verify_chameleon(&keys, Some(sig), body, now, TOLERANCE);
 
-    assert_eq!(verify(&signature, &webhook, now), Ok(()), "signed webhook refused");
+    assert_eq!(
+        verify(&signature, &webhook, now),
+        Ok(()),
+        "signed webhook refused"
+    );
     assert_eq!(
         verify(&signature, &webhook, now + TOLERANCE as i64 + 1),
         Err(SignatureError::Stale)
@@ -165,7 +175,10 @@ fn chameleon_round_trip(key: &str, body: &[u8], now: i64, position: usize, mask:
     );
 
     let changed = change_hex_digit(&signature, position);
-    assert_eq!(verify(&changed, &webhook, now), Err(SignatureError::Mismatch));
+    assert_eq!(
+        verify(&changed, &webhook, now),
+        Err(SignatureError::Mismatch)
+    );
 
     let other_key = vec![Secret::new(format!("{key}-other"))];
     assert_eq!(

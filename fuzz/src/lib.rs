@@ -172,7 +172,9 @@ mod tests {
         assert_eq!(object_depth(&json!({"a": {"b": 1}})), 2);
         assert_eq!(object_depth(&json!({"a": {"b": {"c": 1}}})), 3);
         assert_eq!(object_depth(&json!({"a": [{"b": {"c": 1}}]})), 1);
-        assert!(!objects_in_arrays_are_flat(&json!({"a": [{"b": {"c": 1}}]})));
+        assert!(!objects_in_arrays_are_flat(
+            &json!({"a": [{"b": {"c": 1}}]})
+        ));
         assert!(objects_in_arrays_are_flat(&json!({"a": [[{"b_c": 1}]]})));
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use serde_json::Value;
+use upstream_http::answer::{header_wait, json_index, seconds_in_json};
 
 /// Chameleon's answer to a batch: the items it refused. Items not listed were accepted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,9 +25,6 @@ pub struct ItemError {
     pub code: u16,
     pub message: String,
 }
-
-/// How much of an unstructured answer body goes into an error message.
-const MESSAGE_CHARS: usize = 200;
 
 /// The wait assumed for a `max_concurrent` rejection, which states a limit rather than a wait.
 pub const CONCURRENCY_WAIT: Duration = Duration::from_secs(4);
@@ -46,7 +44,7 @@ pub(crate) fn parse_batch_answer(body: &[u8], items: usize) -> BatchAnswer {
     let listed = answer.get("errors").and_then(Value::as_array);
     let mut errors: BTreeMap<usize, ItemError> = BTreeMap::new();
     for entry in listed.into_iter().flatten() {
-        let index = entry.get("index").and_then(as_index);
+        let index = entry.get("index").and_then(json_index);
         let Some(index) = index.filter(|i| *i < items) else {
             tracing::warn!(
                 upstream = "chameleon",
@@ -57,7 +55,7 @@ pub(crate) fn parse_batch_answer(body: &[u8], items: usize) -> BatchAnswer {
         };
         let code = entry
             .get("code")
-            .and_then(as_index)
+            .and_then(json_index)
             .and_then(|c| u16::try_from(c).ok())
             .unwrap_or(422);
         let message = entry_message(entry);
@@ -82,18 +80,7 @@ pub(crate) fn parse_batch_answer(body: &[u8], items: usize) -> BatchAnswer {
 /// The message of an error answer: Chameleon's `messages` joined, else the start of the body,
 /// else the status's reason phrase.
 pub(crate) fn error_message(body: &[u8], reason: &str) -> String {
-    if let Ok(answer) = serde_json::from_slice::<Value>(body) {
-        let message = entry_message(&answer);
-        if !message.is_empty() {
-            return message;
-        }
-    }
-    let text = String::from_utf8_lossy(body);
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if text.is_empty() {
-        return reason.to_owned();
-    }
-    text.chars().take(MESSAGE_CHARS).collect()
+    upstream_http::answer::error_message(body, reason, entry_message)
 }
 
 /// The wait a `429` states, uncapped: the body's `wait`, then the `X-Ratelimit-Wait`,
@@ -106,10 +93,10 @@ pub(crate) fn stated_wait(body: &[u8], headers: &HeaderMap) -> Option<Duration> 
         return Some(wait);
     }
 
-    // Limitation: a Retry-After given as an HTTP date is not understood; the default wait applies.
-    let from_headers = ["x-ratelimit-wait", "x-retry-after", "retry-after"]
-        .into_iter()
-        .find_map(|name| headers.get(name)?.to_str().ok().and_then(seconds_in_text));
+    let from_headers = header_wait(
+        headers,
+        &["x-ratelimit-wait", "x-retry-after", "retry-after"],
+    );
     if from_headers.is_some() {
         return from_headers;
     }
@@ -132,31 +119,6 @@ fn entry_message(entry: &Value) -> String {
         Some(Value::String(message)) => message.clone(),
         _ => String::new(),
     }
-}
-
-/// A non-negative integer, written as a number or a string.
-fn as_index(value: &Value) -> Option<usize> {
-    match value {
-        Value::Number(n) => n.as_u64().and_then(|n| usize::try_from(n).ok()),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn seconds_in_json(value: &Value) -> Option<Duration> {
-    match value {
-        Value::Number(n) => n.as_f64().and_then(seconds),
-        Value::String(s) => seconds_in_text(s),
-        _ => None,
-    }
-}
-
-fn seconds_in_text(text: &str) -> Option<Duration> {
-    text.trim().parse::<f64>().ok().and_then(seconds)
-}
-
-fn seconds(value: f64) -> Option<Duration> {
-    Duration::try_from_secs_f64(value).ok()
 }
 
 #[cfg(test)]

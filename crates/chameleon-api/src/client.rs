@@ -1,31 +1,26 @@
-//! [`ChameleonClient`]: the five observe-hook calls, each sent under the shared rate budget, and
-//! the rules that turn Chameleon's answer into a result: `2xx` accepted, `429` pauses the client,
-//! `408` and `5xx` transient, any other status permanent.
+//! [`ChameleonClient`]: the five observe-hook calls, their paths and names and how Chameleon's
+//! answers to them read, each sent through the shared [`Transport`] (rate budget, metrics, and
+//! the rules that turn an answer into a result).
 
 use std::collections::HashMap;
-use std::error::Error as _;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde_json::{Map, Value};
-use tokio::time::Instant;
+use upstream_http::{ApiCall, Budget, Transport, TransportConfig};
 
+use crate::MAX_BATCH_BYTES;
 use crate::answer::{self, BatchAnswer};
-use crate::budget::Budget;
 use crate::config::ChameleonConfig;
-use crate::error::ChameleonError;
-use crate::{MAX_BATCH_BYTES, telemetry};
+use crate::error::{Chameleon, ChameleonError};
 
 /// The wait assumed when a `429` states none.
 pub const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
-
-/// The shortest pause a `429` causes, so that a stated wait of zero cannot make a busy loop.
-const MIN_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
 
 /// One Chameleon endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,8 +42,9 @@ impl Call {
             Call::CompanyBatch => "/v3/observe/hooks/companies/batch",
         }
     }
+}
 
-    /// The `call` label of the metrics.
+impl ApiCall for Call {
     fn label(self) -> &'static str {
         match self {
             Call::Profile => "profile",
@@ -59,7 +55,6 @@ impl Call {
         }
     }
 
-    /// How error messages name the call.
     fn name(self) -> &'static str {
         match self {
             Call::Profile => "profile upsert",
@@ -70,8 +65,17 @@ impl Call {
         }
     }
 
-    fn is_batch(self) -> bool {
-        matches!(self, Call::ProfileBatch | Call::CompanyBatch)
+    /// A single call answered 2xx has been taken; a batch answer must be read for item errors.
+    fn taken_without_body(self, _status: StatusCode) -> bool {
+        !matches!(self, Call::ProfileBatch | Call::CompanyBatch)
+    }
+
+    fn error_message(self, body: &[u8], reason: &str) -> String {
+        answer::error_message(body, reason)
+    }
+
+    fn stated_wait(self, body: &[u8], headers: &HeaderMap) -> Option<Duration> {
+        answer::stated_wait(body, headers)
     }
 }
 
@@ -82,11 +86,8 @@ pub struct ChameleonClient {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    transport: Transport<Chameleon>,
     endpoints: Endpoints,
-    budget: Budget,
-    timeout: Duration,
-    max_wait: Duration,
 }
 
 /// The URL of every call, built once from the configured base.
@@ -125,18 +126,10 @@ impl Endpoints {
     }
 }
 
-/// What came back from one request.
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Result<Bytes, reqwest::Error>,
-}
-
 impl fmt::Debug for ChameleonClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChameleonClient")
-            .field("timeout", &self.inner.timeout)
-            .field("max_wait", &self.inner.max_wait)
+            .field("transport", &self.inner.transport)
             .finish_non_exhaustive()
     }
 }
@@ -153,16 +146,6 @@ impl ChameleonClient {
         secret.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert("x-account-secret", secret);
-        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-
-        // Redirects are not followed: the secret header must never travel to another host.
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("cio-chameleon-sync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ChameleonError::Config(format!("http client: {e}")))?;
 
         let requests = NonZeroU32::new(config.requests_per_minute).unwrap_or(NonZeroU32::MIN);
         let budget = Budget::new(
@@ -170,14 +153,19 @@ impl ChameleonClient {
             requests,
             Some(config.max_in_flight),
         );
+        let transport = Transport::new(TransportConfig {
+            headers,
+            budget,
+            timeout: config.timeout,
+            max_wait: config.max_wait,
+            default_wait: DEFAULT_RATE_LIMIT_WAIT,
+        })?;
+        let inner = Inner {
+            transport,
+            endpoints,
+        };
         Ok(Self {
-            inner: Arc::new(Inner {
-                http,
-                endpoints,
-                budget,
-                timeout: config.timeout,
-                max_wait: config.max_wait,
-            }),
+            inner: Arc::new(inner),
         })
     }
 
@@ -217,11 +205,11 @@ impl ChameleonClient {
 
     /// How long the whole client stays paused by a `429`, if it is.
     pub fn pause_remaining(&self) -> Option<Duration> {
-        self.inner.budget.pause_remaining()
+        self.inner.transport.pause_remaining()
     }
 
     async fn send_one(&self, call: Call, body: &Map<String, Value>) -> Result<(), ChameleonError> {
-        let body = encode(call, body)?;
+        let body = self.inner.transport.json_body(call, body)?;
         self.execute(call, body).await.map(drop)
     }
 
@@ -235,159 +223,22 @@ impl ChameleonClient {
             return Ok(BatchAnswer::default());
         }
 
-        let body = encode(call, &HashMap::from([(key, items)]))?;
+        let body = HashMap::from([(key, items)]);
+        let body = self.inner.transport.json_body(call, &body)?;
         if body.len() >= MAX_BATCH_BYTES {
             // Sending it would only earn Chameleon's own 413 and spend a request of the budget.
-            return Err(ChameleonError::Permanent {
-                status: 413,
-                message: format!(
-                    "{}: 413 body of {} bytes is not under the {MAX_BATCH_BYTES}-byte limit \
-                     (not sent)",
-                    call.name(),
-                    body.len()
-                ),
-            });
+            return Err(ChameleonError::too_large(call, body.len(), MAX_BATCH_BYTES));
         }
 
         let answer = self.execute(call, body).await?;
         Ok(answer::parse_batch_answer(&answer, items.len()))
     }
 
-    /// Sends one request under the budget and classifies the answer; `Ok` holds a `2xx` body.
+    /// Sends one request through the transport; `Ok` holds a `2xx` body.
     async fn execute(&self, call: Call, body: Vec<u8>) -> Result<Bytes, ChameleonError> {
-        let admission = self.inner.budget.admit().await;
-        let started = Instant::now();
-        let answer = self.exchange(call, body).await;
-        let took = started.elapsed();
-        drop(admission);
-
-        let status = answer.as_ref().ok().map(|a| a.status);
-        telemetry::request_finished(call.label(), status, took);
-        tracing::debug!(
-            upstream = "chameleon",
-            call = call.label(),
-            status = status.map(|s| s.as_u16()),
-            took_ms = took.as_millis() as u64,
-            "upstream request finished"
-        );
-
-        match answer {
-            Ok(answer) => self.classify(call, answer),
-            Err(error) => Err(ChameleonError::Transient {
-                status: None,
-                message: format!("{}: {}", call.name(), self.describe(error)),
-            }),
-        }
-    }
-
-    async fn exchange(&self, call: Call, body: Vec<u8>) -> Result<Answer, reqwest::Error> {
+        let transport = &self.inner.transport;
         let url = self.inner.endpoints.get(call).clone();
-        let response = self
-            .inner
-            .http
-            .post(url)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await;
-        Ok(Answer {
-            status,
-            headers,
-            body,
-        })
+        let accepted = transport.send(call, transport.post_json(url, body)).await?;
+        Ok(accepted.body)
     }
-
-    fn classify(&self, call: Call, answer: Answer) -> Result<Bytes, ChameleonError> {
-        let status = answer.status;
-        let body = match answer.body {
-            Ok(body) => body,
-            // A single call that was answered 2xx has been taken, even if the body was cut off.
-            Err(_) if status.is_success() && !call.is_batch() => Bytes::new(),
-            Err(error) if status.is_success() => {
-                return Err(ChameleonError::Transient {
-                    status: Some(status.as_u16()),
-                    message: format!(
-                        "{}: {} answer cut off: {}",
-                        call.name(),
-                        status.as_u16(),
-                        self.describe(error)
-                    ),
-                });
-            }
-            Err(_) => Bytes::new(),
-        };
-        if status.is_success() {
-            return Ok(body);
-        }
-
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(self.rate_limited(call, &body, &answer.headers));
-        }
-
-        let reason = status.canonical_reason().unwrap_or("no reason given");
-        let message = format!(
-            "{}: {} {}",
-            call.name(),
-            status.as_u16(),
-            answer::error_message(&body, reason)
-        );
-        if status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
-            Err(ChameleonError::Transient {
-                status: Some(status.as_u16()),
-                message,
-            })
-        } else {
-            Err(ChameleonError::Permanent {
-                status: status.as_u16(),
-                message,
-            })
-        }
-    }
-
-    /// Pauses the whole client for the stated wait (capped) and reports it.
-    fn rate_limited(&self, call: Call, body: &[u8], headers: &HeaderMap) -> ChameleonError {
-        let stated = answer::stated_wait(body, headers);
-        let wait = stated
-            .unwrap_or(DEFAULT_RATE_LIMIT_WAIT)
-            .max(MIN_RATE_LIMIT_WAIT)
-            .min(self.inner.max_wait);
-        let extended = self.inner.budget.pause(wait);
-        telemetry::rate_limited();
-        if extended {
-            tracing::warn!(
-                upstream = "chameleon",
-                call = call.label(),
-                wait_ms = wait.as_millis() as u64,
-                stated = stated.is_some(),
-                "upstream rate limited the client; pausing every request"
-            );
-        }
-        ChameleonError::RateLimited { wait }
-    }
-
-    /// A transport error as text without the URL: the cause chain says what happened.
-    fn describe(&self, error: reqwest::Error) -> String {
-        if error.is_timeout() {
-            return format!("no answer within {:?}", self.inner.timeout);
-        }
-        let error = error.without_url();
-        let mut text = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    }
-}
-
-/// The JSON body of a call.
-fn encode(call: Call, body: &impl serde::Serialize) -> Result<Vec<u8>, ChameleonError> {
-    serde_json::to_vec(body).map_err(|e| {
-        ChameleonError::Config(format!("{} body could not be encoded: {e}", call.name()))
-    })
 }

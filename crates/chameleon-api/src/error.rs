@@ -1,73 +1,29 @@
-//! What can go wrong with a Chameleon call, sorted by what the caller can do about it, and how
-//! each case becomes a delivery [`Outcome`] for the retry policy.
+//! What can go wrong with a Chameleon call: [`ChameleonError`], the shared
+//! [`UpstreamError`] named for Chameleon by [`Chameleon`]. The shared type sorts failures by what
+//! the caller can do about them and maps each onto a delivery outcome for the retry policy.
 
-use std::time::Duration;
+use upstream_http::Upstream;
+pub use upstream_http::UpstreamError;
 
-use sync_core::{Failure, Outcome};
+/// Chameleon, as the shared error type and transport name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chameleon;
+
+impl Upstream for Chameleon {
+    const NAME: &'static str = "chameleon";
+    const LABEL: &'static str = "chameleon";
+}
 
 /// A failed Chameleon call. Messages name the call first and then the cause, for example
 /// `chameleon rejected profile batch: 422 no identifier found`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ChameleonError {
-    /// Chameleon answered `429`. The whole client (every clone) is paused for `wait`, and the
-    /// call can be retried once it has passed.
-    #[error("chameleon rate limited the client for {wait:?}")]
-    RateLimited { wait: Duration },
-    /// No usable answer (timeout, connection error) or one that means "try later" (`408`,
-    /// `5xx`): retry with backoff. `message` is `<call>: <status and upstream message>`.
-    #[error("chameleon unavailable for {message}")]
-    Transient {
-        status: Option<u16>,
-        message: String,
-    },
-    /// Chameleon refused the request (a `4xx` other than `408` and `429`, or a body too large to
-    /// send): retrying the same request cannot help. `message` is `<call>: <status> <upstream
-    /// message>`.
-    #[error("chameleon rejected {message}")]
-    Permanent { status: u16, message: String },
-    /// The client cannot work as configured: fix the configuration.
-    #[error("chameleon client misconfigured: {0}")]
-    Config(String),
-}
-
-impl ChameleonError {
-    /// The HTTP status Chameleon answered with, when it answered.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ChameleonError::RateLimited { .. } => Some(429),
-            ChameleonError::Transient { status, .. } => *status,
-            ChameleonError::Permanent { status, .. } => Some(*status),
-            ChameleonError::Config(_) => None,
-        }
-    }
-
-    /// The delivery outcome: a retry (after the stated wait when rate limited) or a dead letter.
-    pub fn into_outcome(self) -> Outcome {
-        let status = self.status();
-        let error = self.to_string();
-        match self {
-            ChameleonError::RateLimited { wait } => Outcome::Retry {
-                after: Some(wait),
-                failure: Failure::new("rate_limited", status, error),
-            },
-            ChameleonError::Transient { .. } => Outcome::Retry {
-                after: None,
-                failure: Failure::new("upstream_unavailable", status, error),
-            },
-            ChameleonError::Permanent { .. } => {
-                Outcome::Dead(Failure::new("upstream_rejected", status, error))
-            }
-            // The message is not at fault: keep it retrying while an operator fixes the setup.
-            ChameleonError::Config(_) => Outcome::Retry {
-                after: None,
-                failure: Failure::new("client_misconfigured", status, error),
-            },
-        }
-    }
-}
+pub type ChameleonError = UpstreamError<Chameleon>;
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use sync_core::{Failure, Outcome};
+
     use super::*;
 
     #[test]

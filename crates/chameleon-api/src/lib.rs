@@ -2,27 +2,25 @@
 //! (single and batch) and user events, all through the `/v3/observe/hooks` endpoints with the
 //! account secret in the `X-Account-Secret` header.
 //!
-//! The client owns what talking to Chameleon takes: a rate budget shared by every clone (an even
-//! pace of `requests_per_minute`, a cap on requests in flight, and a pause of the whole client
-//! when Chameleon answers `429`), the classification of every failure as rate limited,
-//! transient or permanent, and the upstream metrics. It does not build bodies (that is
-//! `sync_core::inbound`), batch messages or decide when to retry (that is the worker and
-//! `sync_core::retry`).
+//! The client owns what is particular to Chameleon: the endpoints and their names, the secret
+//! header, the batch bodies and their size limit, how Chameleon's answers read (batch item
+//! errors, error messages, the waits a `429` states), and its limits (`requests_per_minute`, a
+//! cap on requests in flight). What both upstream clients share comes from `upstream_http`: the
+//! rate budget shared by every clone (with the pause of the whole client when Chameleon answers
+//! `429`), the send step, the classification of every failure as rate limited, transient or
+//! permanent, and the upstream metrics. It does not build bodies (that is `sync_core::inbound`),
+//! batch messages or decide when to retry (that is the worker and `sync_core::retry`).
 //!
 //! # Layout
 //! - [`config`]: [`ChameleonConfig`], with the defaults for Chameleon's documented limits.
-//! - [`client`]: [`ChameleonClient`], the calls and how an answer becomes a result.
+//! - [`client`]: [`ChameleonClient`], the calls and which answers they expect.
 //! - [`answer`]: what Chameleon's answers mean: batch item errors, error messages, `429` waits.
-//! - [`error`]: [`ChameleonError`] and its mapping onto a delivery [`sync_core::Outcome`].
-//! - `budget`: the shared pace, in-flight cap and pause, on tokio's clock.
-//! - `telemetry`: the upstream request metrics.
+//! - [`error`]: [`ChameleonError`], the shared `UpstreamError` named for [`error::Chameleon`].
 
 pub mod answer;
-mod budget;
 pub mod client;
 pub mod config;
 pub mod error;
-mod telemetry;
 
 pub use answer::{BatchAnswer, ItemError};
 pub use client::ChameleonClient;

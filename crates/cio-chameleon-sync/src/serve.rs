@@ -134,11 +134,12 @@ pub async fn run_until(
     );
     let http_shutdown = shutdown.clone();
     let app = sync_receiver::router(state);
+    let header_timeout = settings.server.request_timeout;
     tasks.spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await
-            .context("http server failed")?;
+        sync_receiver::serve(listener, app, header_timeout, async move {
+            http_shutdown.cancelled().await;
+        })
+        .await;
         Ok("receiver")
     });
     if let Some(handle) = metrics {

@@ -1,13 +1,12 @@
-//! What Customer.io's answers mean: the failed operations of a v2 `207`, the message of an error
-//! answer (v1 `{"meta":{"errors":[..]}}`, v2 `{"errors":[{reason, field, message}]}`, or whatever
-//! text came back), and the wait a `Retry-After` header states. Pure functions over bytes and
-//! headers.
+//! What Customer.io's answers mean: the failed operations of a v2 `207`, and the message of an
+//! error answer (v1 `{"meta":{"errors":[..]}}`, v2 `{"errors":[{reason, field, message}]}`, or
+//! whatever text came back). Pure functions over bytes. The wait a `429` states in `Retry-After`
+//! is read by `upstream_http`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::Value;
+use upstream_http::answer::json_index;
 
 /// Customer.io's answer to a v2 batch: the operations it refused. Operations not listed were
 /// accepted.
@@ -29,9 +28,6 @@ pub struct OpError {
     pub message: String,
 }
 
-/// How much of an unstructured answer body goes into an error message.
-const MESSAGE_CHARS: usize = 200;
-
 /// Reads the `errors` of a `207` answer, keeping only indexes inside a batch of `ops`. Several
 /// errors for one operation are merged into one entry. `None` when the answer is not JSON with
 /// an `errors` list.
@@ -40,7 +36,7 @@ pub(crate) fn parse_partial_failure(body: &[u8], ops: usize) -> Option<BatchResu
     let listed = answer.get("errors")?.as_array()?;
     let mut failed: BTreeMap<usize, OpError> = BTreeMap::new();
     for entry in listed {
-        let index = entry.get("batch_index").and_then(as_index);
+        let index = entry.get("batch_index").and_then(json_index);
         let Some(index) = index.filter(|i| *i < ops) else {
             tracing::warn!(
                 upstream = "customerio",
@@ -74,26 +70,7 @@ pub(crate) fn parse_partial_failure(body: &[u8], ops: usize) -> Option<BatchResu
 /// The message of an error answer: v1 `meta.errors` or `meta.error`, v2 `errors`, else the
 /// start of the body, else the status's reason phrase.
 pub(crate) fn error_message(body: &[u8], reason: &str) -> String {
-    if let Ok(answer) = serde_json::from_slice::<Value>(body) {
-        let message = structured_message(&answer);
-        if !message.is_empty() {
-            return message;
-        }
-    }
-    let text = String::from_utf8_lossy(body);
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if text.is_empty() {
-        return reason.to_owned();
-    }
-    text.chars().take(MESSAGE_CHARS).collect()
-}
-
-/// The wait a `Retry-After` header states in seconds, uncapped.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    // Limitation: a Retry-After given as an HTTP date is not understood; the default wait applies.
-    let text = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    let seconds = text.trim().parse::<f64>().ok()?;
-    Duration::try_from_secs_f64(seconds).ok()
+    upstream_http::answer::error_message(body, reason, structured_message)
 }
 
 fn structured_message(answer: &Value) -> String {
@@ -149,19 +126,8 @@ fn describe_op(error: &OpError) -> String {
     text
 }
 
-/// A non-negative integer, written as a number or a string.
-fn as_index(value: &Value) -> Option<usize> {
-    match value {
-        Value::Number(n) => n.as_u64().and_then(|n| usize::try_from(n).ok()),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use reqwest::header::HeaderValue;
-
     use super::*;
 
     #[test]
@@ -215,18 +181,5 @@ mod tests {
         let long = "y".repeat(1000);
         assert_eq!(error_message(long.as_bytes(), "Bad Request").len(), 200);
         assert_eq!(error_message(b"", "Unauthorized"), "Unauthorized");
-    }
-
-    #[test]
-    fn retry_after_is_read_in_seconds() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(retry_after(&headers), None);
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("30"));
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(30)));
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2026 07:28:00 GMT"),
-        );
-        assert_eq!(retry_after(&headers), None);
     }
 }

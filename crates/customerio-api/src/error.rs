@@ -1,74 +1,31 @@
-//! What can go wrong with a Track API call, sorted by what the caller can do about it, and how
-//! each case becomes a delivery [`Outcome`] for the retry policy.
+//! What can go wrong with a Track API call: [`TrackError`], the shared [`UpstreamError`] named
+//! for Customer.io by [`CustomerIo`]. The shared type sorts failures by what the caller can do
+//! about them and maps each onto a delivery outcome for the retry policy. This client adds a
+//! `207` that names no operation to the transient failures, and refuses unusable person
+//! identifiers and oversized batches without sending them.
 
-use std::time::Duration;
+use upstream_http::Upstream;
+pub use upstream_http::UpstreamError;
 
-use sync_core::{Failure, Outcome};
+/// Customer.io's Track API, as the shared error type and transport name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CustomerIo;
+
+impl Upstream for CustomerIo {
+    const NAME: &'static str = "customer.io";
+    const LABEL: &'static str = "customerio";
+}
 
 /// A failed Track API call. Messages name the call first and then the cause, for example
 /// `customer.io rejected event: 400 event name is too long`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TrackError {
-    /// Customer.io answered `429`. The whole client (every clone) is paused for `wait`, and the
-    /// call can be retried once it has passed.
-    #[error("customer.io rate limited the client for {wait:?}")]
-    RateLimited { wait: Duration },
-    /// No usable answer (timeout, connection error) or one that means "try later" (`408`,
-    /// `5xx`, a `207` that names no operation): retry with backoff. `message` is
-    /// `<call>: <status and upstream message>`.
-    #[error("customer.io unavailable for {message}")]
-    Transient {
-        status: Option<u16>,
-        message: String,
-    },
-    /// Customer.io refused the whole request (`400`, `401`, any `4xx` other than `408` and
-    /// `429`, or a request too large to send): retrying the same request cannot help. `message`
-    /// is `<call>: <status> <upstream message>`.
-    #[error("customer.io rejected {message}")]
-    Permanent { status: u16, message: String },
-    /// The client cannot work as configured: fix the configuration.
-    #[error("customer.io client misconfigured: {0}")]
-    Config(String),
-}
-
-impl TrackError {
-    /// The HTTP status Customer.io answered with, when it answered.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            TrackError::RateLimited { .. } => Some(429),
-            TrackError::Transient { status, .. } => *status,
-            TrackError::Permanent { status, .. } => Some(*status),
-            TrackError::Config(_) => None,
-        }
-    }
-
-    /// The delivery outcome: a retry (after the stated wait when rate limited) or a dead letter.
-    pub fn into_outcome(self) -> Outcome {
-        let status = self.status();
-        let error = self.to_string();
-        match self {
-            TrackError::RateLimited { wait } => Outcome::Retry {
-                after: Some(wait),
-                failure: Failure::new("rate_limited", status, error),
-            },
-            TrackError::Transient { .. } => Outcome::Retry {
-                after: None,
-                failure: Failure::new("upstream_unavailable", status, error),
-            },
-            TrackError::Permanent { .. } => {
-                Outcome::Dead(Failure::new("upstream_rejected", status, error))
-            }
-            // The message is not at fault: keep it retrying while an operator fixes the setup.
-            TrackError::Config(_) => Outcome::Retry {
-                after: None,
-                failure: Failure::new("client_misconfigured", status, error),
-            },
-        }
-    }
-}
+pub type TrackError = UpstreamError<CustomerIo>;
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use sync_core::{Failure, Outcome};
+
     use super::*;
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`config`]: the typed settings the binary hands over.
 //! - [`routes`]: the router, the handlers and their answers.
 //! - [`limits`]: the guards every request passes (body size, time, concurrency, JSON depth).
+//! - [`serve`]: the HTTP/1.1 connection loop, with the header timeout and graceful shutdown.
 //! - [`redact`]: request paths as they may appear in logs, with the endpoint token masked.
 //!
 //! [`Envelope`]: sync_core::Envelope
@@ -15,6 +16,8 @@ pub mod config;
 pub mod limits;
 pub mod redact;
 pub mod routes;
+pub mod serve;
 
 pub use config::ReceiverConfig;
 pub use routes::{AppState, router};
+pub use serve::serve;

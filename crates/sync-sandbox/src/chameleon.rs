@@ -58,33 +58,9 @@ pub const MAX_BATCH_BYTES: usize = 16_000_000;
 /// Chameleon keeps 768 bytes of each string; the sandbox refuses longer ones.
 pub const MAX_STRING_BYTES: usize = 768;
 
-/// Attribute names Chameleon reserves in identify calls (DESIGN §5).
-pub const RESERVED_NAMES: &[&str] = &[
-    "id",
-    "user_id",
-    "userId",
-    "account_id",
-    "accountId",
-    "profile_id",
-    "profileId",
-    "company_id",
-    "companyId",
-    "company",
-    "created_at",
-    "createdAt",
-    "updated_at",
-    "updatedAt",
-    "options",
-    "at",
-    "last_seen_at",
-    "last_request_at",
-    "now",
-    "integration",
-    "disabled",
-    "chameleon_admin",
-    "chameleon_tag_ids",
-    "percent",
-];
+/// Attribute names Chameleon reserves in identify calls (DESIGN §5): the list the worker's
+/// mapping keeps to, so the sandbox and the mapping cannot drift apart.
+pub use sync_core::inbound::RESERVED_NAMES;
 
 const RATE_LIMITED: &str = "Rate Limited: Please refer to the API docs \
      https://developers.chameleon.io/concepts/rate-limiting for more information";

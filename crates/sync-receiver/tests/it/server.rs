@@ -1,6 +1,6 @@
-//! A receiver under test: the real router over the embedded SQLite queue in a temporary folder,
-//! served on `127.0.0.1:0` with `axum::serve`, the way the daemon serves it. Also the look into
-//! the queue that tells whether anything was enqueued.
+//! A receiver under test: the real router over the embedded SQLite queue and a claim store in a
+//! temporary folder, served on `127.0.0.1:0` with `sync_receiver::serve`, the way the daemon serves it.
+//! Also the look into the queue that tells whether anything was enqueued.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use sync_core::{Direction, Envelope, Readiness, Secret, Settlement};
+use sync_queue::claims::ClaimStore;
 use sync_queue::embedded::{EmbeddedConfig, EmbeddedQueue};
 use sync_queue::{DeadFilter, Queue};
 use sync_receiver::{AppState, ReceiverConfig, router};
@@ -63,6 +64,12 @@ impl Receiver {
         .await
         .expect("open the embedded queue");
         let queue = Arc::new(queue);
+        let claims = ClaimStore::open(
+            &dir.path().join("claims.sqlite3"),
+            "receiver-it",
+            Duration::from_secs(3600),
+        )
+        .expect("open the claim store");
         let config = Arc::new(config);
 
         let app = router(AppState {
@@ -70,13 +77,15 @@ impl Receiver {
             queue: queue.clone(),
             readiness: Arc::new(Readiness::new()),
             metrics: None,
+            claims: Some(claims),
         });
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a local port");
         let addr = listener.local_addr().expect("the bound address");
+        let header_timeout = config.request_timeout;
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("the receiver serves");
+            sync_receiver::serve(listener, app, header_timeout, std::future::pending()).await;
         });
 
         Self {

@@ -8,7 +8,6 @@
 //! of the body had left the client by then.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -114,9 +113,8 @@ impl Request {
             head.extend_from_slice(b"\r\n");
         }
         match self.framing {
-            Framing::Length => {
-                head.extend_from_slice(format!("content-length: {}\r\n", self.body.len()).as_bytes())
-            }
+            Framing::Length => head
+                .extend_from_slice(format!("content-length: {}\r\n", self.body.len()).as_bytes()),
             Framing::CutShort { declared } => {
                 head.extend_from_slice(format!("content-length: {declared}\r\n").as_bytes())
             }
@@ -152,9 +150,13 @@ pub enum NoAnswer {
 }
 
 /// Send `request` on a new connection and wait at most `deadline` for the answer's head.
-pub async fn send(addr: SocketAddr, request: &Request, deadline: Duration) -> Result<Answer, NoAnswer> {
+pub async fn send(
+    addr: SocketAddr,
+    request: &Request,
+    deadline: Duration,
+) -> Result<Answer, NoAnswer> {
     let started = Instant::now();
-    let sent = Arc::new(AtomicUsize::new(0));
+    let sent = AtomicUsize::new(0);
     let exchange = async {
         let stream = TcpStream::connect(addr).await.map_err(NoAnswer::Io)?;
         let (mut reader, mut writer) = stream.into_split();
@@ -172,7 +174,13 @@ pub async fn send(addr: SocketAddr, request: &Request, deadline: Duration) -> Re
             let mut buf = [0u8; 4096];
             loop {
                 if let Some(end) = find(&received, b"\r\n\r\n") {
-                    return parse_head(&received[..end]);
+                    let (status, head) = parse_head(&received[..end])?;
+                    // An interim answer (`100 Continue`) is followed by the real one.
+                    if !(100..200).contains(&status) {
+                        return Ok((status, head));
+                    }
+                    received.drain(..end + 4);
+                    continue;
                 }
                 match reader.read(&mut buf).await {
                     Ok(0) => return Err(closed(&received)),
@@ -215,7 +223,9 @@ async fn write_request(
     };
     for chunk in request.body.chunks(piece) {
         if matches!(request.framing, Framing::Chunked) {
-            writer.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await?;
+            writer
+                .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .await?;
             writer.write_all(chunk).await?;
             writer.write_all(b"\r\n").await?;
         } else {

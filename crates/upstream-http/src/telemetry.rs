@@ -1,33 +1,37 @@
-//! The upstream metrics every Chameleon request feeds, with bounded labels: the call, and the
+//! The upstream metrics every request feeds, with bounded labels: the upstream, the call, and the
 //! answer's status class rather than the status itself.
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 
-const UPSTREAM: &str = "chameleon";
-
-/// Counts one request and its duration. `status` is `None` when no answer came back.
-pub(crate) fn request_finished(call: &'static str, status: Option<StatusCode>, took: Duration) {
+/// Counts one request to `upstream` and its duration. `status` is `None` when no answer came
+/// back.
+pub(crate) fn request_finished(
+    upstream: &'static str,
+    call: &'static str,
+    status: Option<StatusCode>,
+    took: Duration,
+) {
     let class = status_class(status);
     metrics::counter!(
         "ccsync_upstream_requests_total",
-        "upstream" => UPSTREAM,
+        "upstream" => upstream,
         "call" => call,
         "status" => class
     )
     .increment(1);
     metrics::histogram!(
         "ccsync_upstream_request_seconds",
-        "upstream" => UPSTREAM,
+        "upstream" => upstream,
         "call" => call
     )
     .record(took.as_secs_f64());
 }
 
-/// Counts one `429`.
-pub(crate) fn rate_limited() {
-    metrics::counter!("ccsync_upstream_rate_limited_total", "upstream" => UPSTREAM).increment(1);
+/// Counts one `429` from `upstream`.
+pub(crate) fn rate_limited(upstream: &'static str) {
+    metrics::counter!("ccsync_upstream_rate_limited_total", "upstream" => upstream).increment(1);
 }
 
 /// `2xx`, `4xx`, `429`, `5xx`, `error` (no answer), or `other` (1xx and 3xx).

@@ -1,6 +1,7 @@
-//! The client's rate budget, shared by every clone: an even pace of requests (a `governor`
-//! limiter with no burst), an optional cap on requests in flight, and a pause of the whole client
-//! that a `429` sets. Time is read from tokio's clock, so tests can run it on a paused clock.
+//! [`Budget`]: a client's rate budget, shared by every clone of the client: an even pace of
+//! requests (a `governor` limiter with no burst), an optional cap on requests in flight, and a
+//! pause of the whole client that a `429` sets. Time is read from tokio's clock, so tests can run
+//! it on a paused clock.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,9 +47,10 @@ pub(crate) struct Admission<'a> {
     _slot: Option<SemaphorePermit<'a>>,
 }
 
-/// The pace, the in-flight cap and the pause of one client and its clones.
+/// The pace, the in-flight cap and the pause of one client and its clones. Hand it to a
+/// [`crate::Transport`], which admits every request through it.
 #[derive(Debug)]
-pub(crate) struct Budget {
+pub struct Budget {
     clock: TokioClock,
     limiter: Limiter,
     in_flight: Option<Semaphore>,
@@ -57,8 +59,9 @@ pub(crate) struct Budget {
 }
 
 impl Budget {
-    /// One request every `period` at most, and at most `max_in_flight` at once when given.
-    pub(crate) fn new(per: Duration, requests: NonZeroU32, max_in_flight: Option<usize>) -> Self {
+    /// At most `requests` every `per`, spread evenly, and at most `max_in_flight` at once when
+    /// given.
+    pub fn new(per: Duration, requests: NonZeroU32, max_in_flight: Option<usize>) -> Self {
         let clock = TokioClock {
             origin: Instant::now(),
         };
@@ -102,7 +105,7 @@ impl Budget {
     }
 
     /// How long the client stays paused, if it is.
-    pub(crate) fn pause_remaining(&self) -> Option<Duration> {
+    pub fn pause_remaining(&self) -> Option<Duration> {
         let until = self.paused_until.load(Ordering::Acquire);
         let now = self.clock.nanos();
         (until > now).then(|| Duration::from_nanos(until - now))
