@@ -12,7 +12,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde_json::{Map, Value};
-use upstream_http::{ApiCall, Budget, Transport, TransportConfig};
+use upstream_http::{ApiCall, Budget, Reconnect, Transport, TransportConfig};
 
 use crate::MAX_BATCH_BYTES;
 use crate::answer::{self, BatchAnswer};
@@ -159,6 +159,8 @@ impl ChameleonClient {
             timeout: config.timeout,
             max_wait: config.max_wait,
             default_wait: DEFAULT_RATE_LIMIT_WAIT,
+            retryable_statuses: config.retryable_set()?,
+            reconnect: Reconnect::default(),
         })?;
         let inner = Inner {
             transport,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use sync_core::Secret;
+use upstream_http::StatusSet;
 use url::Url;
 
 use crate::error::ChameleonError;
@@ -28,6 +29,11 @@ pub struct ChameleonConfig {
     pub timeout: Duration,
     /// The longest pause a `429` can impose on the client; longer stated waits are cut to it.
     pub max_wait: Duration,
+    /// Error statuses that mean "try later": such an answer is retried with backoff, any other
+    /// error status is dead-lettered. A `429` is a rate limit (the client pauses, the message is
+    /// retried) whether it is listed or not, and a `2xx` may not be listed. By default `408` and
+    /// `500` to `599`.
+    pub retryable_statuses: Vec<u16>,
 }
 
 impl Default for ChameleonConfig {
@@ -39,6 +45,7 @@ impl Default for ChameleonConfig {
             max_in_flight: 2,
             timeout: Duration::from_secs(10),
             max_wait: Duration::from_secs(300),
+            retryable_statuses: StatusSet::default().codes(),
         }
     }
 }
@@ -68,7 +75,14 @@ impl ChameleonConfig {
         if self.timeout.is_zero() {
             return Err(config("timeout must be longer than zero"));
         }
+        self.retryable_set()?;
         Ok(base.to_owned())
+    }
+
+    /// `retryable_statuses` as a set, refusing a code that is not a status or is a `2xx`.
+    pub(crate) fn retryable_set(&self) -> Result<StatusSet, ChameleonError> {
+        StatusSet::new(self.retryable_statuses.iter().copied())
+            .map_err(|e| ChameleonError::Config(format!("retryable_statuses: {e}")))
     }
 }
 
@@ -95,6 +109,25 @@ mod tests {
         assert_eq!(config.max_in_flight, 2);
         assert_eq!(config.timeout, Duration::from_secs(10));
         assert_eq!(config.max_wait, Duration::from_secs(300));
+        let mut retryable = vec![408];
+        retryable.extend(500..=599);
+        assert_eq!(config.retryable_statuses, retryable);
+    }
+
+    #[test]
+    fn a_2xx_among_the_retryable_statuses_is_refused_by_name() {
+        let config = ChameleonConfig {
+            retryable_statuses: vec![409, 200],
+            ..valid()
+        };
+        assert_eq!(
+            config.validate().map_err(|e| e.to_string()),
+            Err(
+                "chameleon client misconfigured: retryable_statuses: 200 is a success status; \
+                 a 2xx answer is never retried"
+                    .to_owned()
+            )
+        );
     }
 
     #[test]
@@ -138,6 +171,14 @@ mod tests {
             },
             ChameleonConfig {
                 timeout: Duration::ZERO,
+                ..valid()
+            },
+            ChameleonConfig {
+                retryable_statuses: vec![503, 200],
+                ..valid()
+            },
+            ChameleonConfig {
+                retryable_statuses: vec![5000],
                 ..valid()
             },
         ];

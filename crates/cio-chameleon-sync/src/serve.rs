@@ -114,6 +114,18 @@ pub async fn run_until(
         .await
         .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
     let mut receiver_config = wiring::receiver_config(&settings);
+    if roles.receiver && receiver_config.customerio_endpoint_token.is_empty() {
+        tracing::warn!("customerio.endpoint_token is not set: the Customer.io routes answer 404");
+    }
+    if roles.receiver && receiver_config.chameleon_webhook_secrets.is_empty() {
+        tracing::warn!("chameleon.webhook_secrets is empty: the Chameleon route answers 404");
+    }
+    if roles.receiver && receiver_config.customerio_signing_keys.is_empty() {
+        tracing::warn!(
+            "customerio.signing_keys is empty: reporting webhooks are accepted unsigned \
+             (the endpoint token alone authenticates them)"
+        );
+    }
     if !roles.receiver {
         receiver_config.customerio_endpoint_token = Default::default();
         receiver_config.chameleon_webhook_secrets.clear();

@@ -90,7 +90,9 @@ pub struct QueueSettings {
     pub delivery_limit: u32,
     /// Unsettled messages per consumer.
     pub prefetch: u16,
-    /// Embedded backend: how long a consumer holds a message before it is offered again.
+    /// Embedded backend: how long a consumer may hold a message before it is offered again
+    /// (after a crash, the wait before redelivery). Keep it above `delivery.max_rate_limit_wait`
+    /// plus `chameleon.batch_linger` and a request timeout, since leases are not renewed.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
     /// Time allowed for each broker operation.
@@ -111,7 +113,7 @@ impl Default for QueueSettings {
                 .collect(),
             delivery_limit: 10,
             prefetch: 64,
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(180),
             operation_timeout: Duration::from_secs(10),
         }
     }
@@ -286,6 +288,10 @@ pub struct DeliverySettings {
     /// Longest pause obeyed when an upstream answers `429` with a wait.
     #[serde(with = "humantime_serde")]
     pub max_rate_limit_wait: Duration,
+    /// Upstream error statuses retried with backoff; any other error status is dead-lettered.
+    /// By default `408` and `500` to `599`. A `429` is always a rate limit (the client pauses and
+    /// the message is retried), listed or not; a `2xx` may not be listed.
+    pub retryable_statuses: Vec<u16>,
 }
 
 impl Default for DeliverySettings {
@@ -297,7 +303,8 @@ impl Default for DeliverySettings {
             max_delay: Duration::from_secs(3600),
             jitter: 0.2,
             request_timeout: Duration::from_secs(10),
-            max_rate_limit_wait: Duration::from_secs(300),
+            max_rate_limit_wait: Duration::from_secs(120),
+            retryable_statuses: [408].into_iter().chain(500..=599).collect(),
         }
     }
 }
@@ -352,13 +359,14 @@ impl Default for LogSettings {
 // === loading ===
 
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: [&str; 6] = [
+const LIST_KEYS: [&str; 7] = [
     "customerio.signing_keys",
     "customerio.topics",
     "customerio.exclude_topics",
     "chameleon.webhook_secrets",
     "chameleon.forward_metrics",
     "queue.retry_tiers",
+    "delivery.retryable_statuses",
 ];
 
 impl Settings {
@@ -459,6 +467,17 @@ impl Settings {
         }
         if !(0.0..=1.0).contains(&self.delivery.jitter) {
             bail!("delivery.jitter must be between 0 and 1");
+        }
+        for &code in &self.delivery.retryable_statuses {
+            if !(100..=999).contains(&code) {
+                bail!("delivery.retryable_statuses: {code} is not an HTTP status (100 to 999)");
+            }
+            if (200..300).contains(&code) {
+                bail!(
+                    "delivery.retryable_statuses: {code} is a success status; a 2xx answer is \
+                     never retried"
+                );
+            }
         }
         let token = self.customerio.endpoint_token.expose();
         if !token.is_empty() && (token.len() < 16 || token.contains('/')) {
@@ -663,6 +682,55 @@ mod tests {
         let err =
             Settings::load_with_env(None, env(&[("SYNC__QUEUE__PREFIX", "a b")])).unwrap_err();
         assert!(format!("{err:#}").contains("queue.prefix"), "{err:#}");
+    }
+
+    #[test]
+    fn retryable_statuses_default_to_the_clients_and_refuse_a_2xx() {
+        let settings = Settings::load_with_env(None, env(&[])).unwrap();
+        let statuses = &settings.delivery.retryable_statuses;
+        assert_eq!(
+            statuses,
+            &chameleon_api::ChameleonConfig::default().retryable_statuses
+        );
+        assert_eq!(
+            statuses,
+            &customerio_api::TrackConfig::default().retryable_statuses
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "c.toml",
+            "[delivery]\nretryable_statuses = [409, 503]\n",
+        );
+        let settings = Settings::load_with_env(Some(&file), env(&[])).unwrap();
+        assert_eq!(settings.delivery.retryable_statuses, vec![409, 503]);
+        let settings = Settings::load_with_env(
+            None,
+            env(&[("SYNC__DELIVERY__RETRYABLE_STATUSES", "502,503,409")]),
+        )
+        .unwrap();
+        assert_eq!(settings.delivery.retryable_statuses, vec![502, 503, 409]);
+
+        let err = Settings::load_with_env(
+            None,
+            env(&[("SYNC__DELIVERY__RETRYABLE_STATUSES", "503,204")]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "delivery.retryable_statuses: 204 is a success status; a 2xx answer is never retried"
+        );
+        let file = write(
+            dir.path(),
+            "bad.toml",
+            "[delivery]\nretryable_statuses = [5030]\n",
+        );
+        let err = Settings::load_with_env(Some(&file), env(&[])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("5030 is not an HTTP status"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -124,6 +124,7 @@ pub fn chameleon_client(settings: &Settings) -> anyhow::Result<ChameleonClient> 
         max_in_flight: chameleon.max_in_flight,
         timeout: settings.delivery.request_timeout,
         max_wait: settings.delivery.max_rate_limit_wait,
+        retryable_statuses: settings.delivery.retryable_statuses.clone(),
     };
     ChameleonClient::new(config).context("cannot build the Chameleon client")
 }
@@ -141,6 +142,7 @@ pub fn track_client(settings: &Settings) -> anyhow::Result<TrackClient> {
         requests_per_second: customerio.requests_per_second,
         timeout: settings.delivery.request_timeout,
         max_wait: settings.delivery.max_rate_limit_wait,
+        retryable_statuses: settings.delivery.retryable_statuses.clone(),
     };
     TrackClient::new(config).context("cannot build the Customer.io Track client")
 }

@@ -11,7 +11,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
 use sync_core::Secret;
 use sync_core::outbound::TrackEvent;
-use upstream_http::{Accepted, ApiCall, Budget, Transport, TransportConfig};
+use upstream_http::{Accepted, ApiCall, Budget, Reconnect, Transport, TransportConfig};
 
 use crate::answer::{self, BatchResult};
 use crate::batch::{Batch, MAX_BATCH_BYTES, V1Event};
@@ -88,6 +88,8 @@ impl TrackClient {
             timeout: config.timeout,
             max_wait: config.max_wait,
             default_wait: DEFAULT_RATE_LIMIT_WAIT,
+            retryable_statuses: config.retryable_set()?,
+            reconnect: Reconnect::default(),
         })?;
         Ok(Self {
             inner: Arc::new(Inner {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sync_core::Secret;
+use upstream_http::StatusSet;
 use url::Url;
 
 use crate::error::TrackError;
@@ -49,6 +50,11 @@ pub struct TrackConfig {
     pub timeout: Duration,
     /// The longest pause a `429` can impose on the client; longer stated waits are cut to it.
     pub max_wait: Duration,
+    /// Error statuses that mean "try later": such an answer is retried with backoff, any other
+    /// error status is dead-lettered. A `429` is a rate limit (the client pauses, the message is
+    /// retried) whether it is listed or not, and a `2xx` may not be listed. By default `408` and
+    /// `500` to `599`.
+    pub retryable_statuses: Vec<u16>,
 }
 
 impl Default for TrackConfig {
@@ -61,6 +67,7 @@ impl Default for TrackConfig {
             requests_per_second: 100,
             timeout: Duration::from_secs(10),
             max_wait: Duration::from_secs(300),
+            retryable_statuses: StatusSet::default().codes(),
         }
     }
 }
@@ -102,7 +109,14 @@ impl TrackConfig {
         if self.timeout.is_zero() {
             return Err(config("timeout must be longer than zero"));
         }
+        self.retryable_set()?;
         Ok(base.to_owned())
+    }
+
+    /// `retryable_statuses` as a set, refusing a code that is not a status or is a `2xx`.
+    pub(crate) fn retryable_set(&self) -> Result<StatusSet, TrackError> {
+        StatusSet::new(self.retryable_statuses.iter().copied())
+            .map_err(|e| TrackError::Config(format!("retryable_statuses: {e}")))
     }
 }
 
@@ -151,6 +165,26 @@ mod tests {
     }
 
     #[test]
+    fn retryable_statuses_default_to_408_and_every_5xx_and_refuse_a_2xx() {
+        let mut expected = vec![408];
+        expected.extend(500..=599);
+        assert_eq!(TrackConfig::default().retryable_statuses, expected);
+
+        let config = TrackConfig {
+            retryable_statuses: vec![409, 201],
+            ..valid()
+        };
+        assert_eq!(
+            config.validate().map_err(|e| e.to_string()),
+            Err(
+                "customer.io client misconfigured: retryable_statuses: 201 is a success \
+                 status; a 2xx answer is never retried"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
     fn regions_read_as_lower_case_words() {
         let region: Result<Region, _> = serde_json::from_str("\"eu\"");
         assert_eq!(region.ok(), Some(Region::Eu));
@@ -190,6 +224,14 @@ mod tests {
             },
             TrackConfig {
                 timeout: Duration::ZERO,
+                ..valid()
+            },
+            TrackConfig {
+                retryable_statuses: vec![502, 204],
+                ..valid()
+            },
+            TrackConfig {
+                retryable_statuses: vec![42],
                 ..valid()
             },
         ];

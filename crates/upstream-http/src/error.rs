@@ -18,16 +18,17 @@ pub enum UpstreamError<U: Upstream> {
     /// call can be retried once it has passed.
     #[error("{upstream} rate limited the client for {wait:?}", upstream = U::NAME)]
     RateLimited { wait: Duration },
-    /// No usable answer (timeout, connection error) or one that means "try later" (`408`, `5xx`,
-    /// or an answer the client could not read): retry with backoff. `message` is
+    /// No usable answer (timeout, connection error that outlasted the in-process reconnects) or
+    /// one that means "try later" (a status in the transport's retryable set, by default `408`
+    /// and `5xx`, or an answer the client could not read): retry with backoff. `message` is
     /// `<call>: <status and upstream message>`.
     #[error("{upstream} unavailable for {message}", upstream = U::NAME)]
     Transient {
         status: Option<u16>,
         message: String,
     },
-    /// The upstream refused the request (a `4xx` other than `408` and `429`, or a body too large
-    /// to send): retrying the same request cannot help. `message` is
+    /// The upstream refused the request (an error status outside the retryable set other than
+    /// `429`, or a body too large to send): retrying the same request cannot help. `message` is
     /// `<call>: <status> <upstream message>`.
     #[error("{upstream} rejected {message}", upstream = U::NAME)]
     Permanent { status: u16, message: String },

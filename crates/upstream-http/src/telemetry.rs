@@ -6,7 +6,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 /// Counts one request to `upstream` and its duration. `status` is `None` when no answer came
-/// back.
+/// back. Each try counts, so a call retried in-process after a connection failure counts once
+/// per try, with `error` for each failed one.
 pub(crate) fn request_finished(
     upstream: &'static str,
     call: &'static str,
@@ -27,6 +28,11 @@ pub(crate) fn request_finished(
         "call" => call
     )
     .record(took.as_secs_f64());
+}
+
+/// Counts one in-process retry of a request to `upstream` that could not connect.
+pub(crate) fn reconnecting(upstream: &'static str) {
+    metrics::counter!("ccsync_upstream_reconnects_total", "upstream" => upstream).increment(1);
 }
 
 /// Counts one `429` from `upstream`.

@@ -1,7 +1,9 @@
 //! [`Transport`]: the send step both clients share. One request goes out under the budget, is
 //! timed, counted and logged, and its answer becomes a result by one set of rules: `2xx`
-//! accepted, `429` pauses the whole client, `408` and `5xx` transient, any other status
-//! (redirects included) permanent, no answer transient.
+//! accepted, `429` pauses the whole client, a status in the configured retryable set (by
+//! default `408` and `5xx`) transient, any other status (redirects included) permanent, no
+//! answer transient. A request that could not even connect is first tried again in-process on
+//! the [`Reconnect`] schedule.
 
 use std::error::Error as _;
 use std::fmt;
@@ -16,6 +18,8 @@ use tokio::time::Instant;
 
 use crate::budget::Budget;
 use crate::error::UpstreamError;
+use crate::reconnect::{self, Reconnect};
+use crate::statuses::StatusSet;
 use crate::telemetry;
 use crate::upstream::{ApiCall, Upstream};
 
@@ -36,6 +40,11 @@ pub struct TransportConfig {
     pub max_wait: Duration,
     /// The pause a `429` causes when it states no wait the client can read.
     pub default_wait: Duration,
+    /// Error statuses that mean "try later" (transient); any other error status is permanent.
+    /// A `429` is a rate limit whether it is in the set or not.
+    pub retryable_statuses: StatusSet,
+    /// How a request that could not connect is tried again before the call gives up.
+    pub reconnect: Reconnect,
 }
 
 /// A `2xx` answer.
@@ -54,6 +63,8 @@ pub struct Transport<U> {
     timeout: Duration,
     max_wait: Duration,
     default_wait: Duration,
+    retryable_statuses: StatusSet,
+    reconnect: Reconnect,
     upstream: PhantomData<fn() -> U>,
 }
 
@@ -64,12 +75,20 @@ struct Answer {
     body: Result<Bytes, reqwest::Error>,
 }
 
+/// A call that got no status back, after `tries` requests.
+struct NoAnswer {
+    error: reqwest::Error,
+    tries: usize,
+}
+
 impl<U> fmt::Debug for Transport<U> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transport")
             .field("timeout", &self.timeout)
             .field("max_wait", &self.max_wait)
             .field("default_wait", &self.default_wait)
+            .field("retryable_statuses", &self.retryable_statuses)
+            .field("reconnect", &self.reconnect)
             .finish_non_exhaustive()
     }
 }
@@ -94,6 +113,8 @@ impl<U: Upstream> Transport<U> {
             timeout: config.timeout,
             max_wait: config.max_wait,
             default_wait: config.default_wait,
+            retryable_statuses: config.retryable_statuses,
+            reconnect: config.reconnect,
             upstream: PhantomData,
         })
     }
@@ -119,12 +140,79 @@ impl<U: Upstream> Transport<U> {
     }
 
     /// Sends `request` once it is admitted by the budget and classifies the answer. A `429`
-    /// pauses every clone of the client before this returns.
+    /// pauses every clone of the client before this returns. A request that could not connect
+    /// is sent again on the [`Reconnect`] schedule first, each try admitted anew.
     pub async fn send(
         &self,
         call: impl ApiCall,
         request: RequestBuilder,
     ) -> Result<Accepted, UpstreamError<U>> {
+        match self.exchange_reconnecting(call, request).await {
+            Ok(answer) => self.classify(call, answer),
+            Err(NoAnswer { error, tries }) => {
+                let mut message = format!("{}: {}", call.name(), self.describe(error));
+                if tries > 1 {
+                    message.push_str(&format!(" ({tries} tries)"));
+                }
+                Err(UpstreamError::Transient {
+                    status: None,
+                    message,
+                })
+            }
+        }
+    }
+
+    /// Sends `request` until a status comes back, a failure other than a connection failure
+    /// happens, or the reconnect schedule is spent.
+    async fn exchange_reconnecting(
+        &self,
+        call: impl ApiCall,
+        request: RequestBuilder,
+    ) -> Result<Answer, NoAnswer> {
+        let mut waits = self.reconnect.waits();
+        let mut request = request;
+        let mut tries = 0;
+        loop {
+            // A streamed body cannot be sent twice; such a request gets this one try only.
+            let spare = request.try_clone();
+            tries += 1;
+            let error = match self.exchange_admitted(call, request).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
+            };
+
+            let wait = if reconnect::never_sent(&error) {
+                waits.next()
+            } else {
+                None
+            };
+            let (Some(spare), Some(wait)) = (spare, wait) else {
+                return Err(NoAnswer { error, tries });
+            };
+            telemetry::reconnecting(U::LABEL);
+            tracing::debug!(
+                upstream = U::LABEL,
+                call = call.label(),
+                attempt = tries,
+                wait_ms = wait.as_millis() as u64,
+                cause = %self.describe(error),
+                "upstream connection failed; trying again"
+            );
+
+            // The admission was given back with the failed try: a sleeping retry must not hold
+            // an in-flight slot other requests could use, and it must honour a `429` pause set
+            // meanwhile. The price is a paced slot spent on a request the upstream never saw.
+            tokio::time::sleep(wait).await;
+            request = spare;
+        }
+    }
+
+    /// Sends one request once the budget admits it; timed, counted and logged.
+    async fn exchange_admitted(
+        &self,
+        call: impl ApiCall,
+        request: RequestBuilder,
+    ) -> Result<Answer, reqwest::Error> {
         let admission = self.budget.admit().await;
         let started = Instant::now();
         let answer = exchange(request).await;
@@ -140,14 +228,7 @@ impl<U: Upstream> Transport<U> {
             took_ms = took.as_millis() as u64,
             "upstream request finished"
         );
-
-        match answer {
-            Ok(answer) => self.classify(call, answer),
-            Err(error) => Err(UpstreamError::Transient {
-                status: None,
-                message: format!("{}: {}", call.name(), self.describe(error)),
-            }),
-        }
+        answer
     }
 
     /// How long the whole client stays paused by a `429`, if it is.
@@ -163,6 +244,11 @@ impl<U: Upstream> Transport<U> {
     /// The longest pause a `429` can impose on the client.
     pub fn max_wait(&self) -> Duration {
         self.max_wait
+    }
+
+    /// The error statuses this transport treats as transient.
+    pub fn retryable_statuses(&self) -> StatusSet {
+        self.retryable_statuses
     }
 
     fn classify(&self, call: impl ApiCall, answer: Answer) -> Result<Accepted, UpstreamError<U>> {
@@ -198,7 +284,7 @@ impl<U: Upstream> Transport<U> {
             status.as_u16(),
             call.error_message(&body, reason)
         );
-        if status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
+        if self.retryable_statuses.contains(status) {
             Err(UpstreamError::Transient {
                 status: Some(status.as_u16()),
                 message,

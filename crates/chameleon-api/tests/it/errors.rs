@@ -145,6 +145,32 @@ async fn a_408_and_every_5xx_are_transient() {
 }
 
 #[tokio::test]
+async fn the_configured_retryable_statuses_decide_what_is_transient() {
+    for (status, transient) in [(409, true), (503, false), (429, false)] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status).insert_header("retry-after", "1"))
+            .mount(&server)
+            .await;
+        let client = client_with(&server, |c| c.retryable_statuses = vec![409, 429]);
+        let error = client.upsert_profile(&profile("u")).await;
+        match error {
+            Err(ChameleonError::Transient {
+                status: Some(s), ..
+            }) if transient => {
+                assert_eq!(s, status);
+            }
+            Err(ChameleonError::Permanent { status: s, .. }) if !transient => {
+                assert_eq!(s, status);
+            }
+            // Listed or not, a 429 stays a rate limit.
+            Err(ChameleonError::RateLimited { .. }) if status == 429 => {}
+            other => panic!("{status}: unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_redirect_is_not_followed() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
@@ -197,6 +223,8 @@ async fn a_refused_connection_is_transient() {
         }) => {
             assert!(message.starts_with("profile upsert: "), "{message}");
             assert!(!message.contains("127.0.0.1"), "url in {message}");
+            // The first try and three quick reconnects.
+            assert!(message.ends_with(" (4 tries)"), "{message}");
         }
         other => panic!("expected a transient error, got {other:?}"),
     }

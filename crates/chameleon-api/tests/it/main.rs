@@ -37,6 +37,7 @@ pub fn client_for(api_url: String, adjust: impl FnOnce(&mut ChameleonConfig)) ->
         max_in_flight: 4,
         timeout: Duration::from_secs(20),
         max_wait: Duration::from_secs(300),
+        ..ChameleonConfig::default()
     };
     adjust(&mut config);
     match ChameleonClient::new(config) {

@@ -16,7 +16,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_cio-chameleon-sync");
 
 struct Process {
     child: Child,
-    base: String,
 }
 
 impl Process {
@@ -112,10 +111,7 @@ async fn start(config: &Path, base: &str) -> Process {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut process = Process {
-        child,
-        base: base.to_owned(),
-    };
+    let mut process = Process { child };
     let http = reqwest::Client::new();
     for _ in 0..200 {
         if let Ok(answer) = http.get(format!("{base}/readyz")).send().await

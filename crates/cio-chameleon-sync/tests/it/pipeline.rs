@@ -442,3 +442,58 @@ async fn permanent_failures_are_dead_lettered_and_can_be_replayed() {
     daemon.stop().await.unwrap();
     support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
+
+#[tokio::test]
+async fn a_tour_event_published_onto_the_exchange_is_relayed() {
+    let mut daemon = Daemon::amqp().await;
+    let prefix = daemon.settings.queue.prefix.clone();
+
+    // Another producer publishes straight onto the exchange, with no headers at all.
+    let conn = lapin::Connection::connect(
+        &format!("amqp://guest:guest@{}/%2f", support::BROKER),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let event = json!({
+        "id": "step-seen-42",
+        "name": "Step Seen",
+        "uid": 7731,
+        "timestamp": 1_733_140_805,
+        "properties": {"tour_id": "t1", "step_number": 3}
+    });
+    let confirm = channel
+        .basic_publish(
+            prefix.as_str().into(),
+            "chameleon.event".into(),
+            lapin::options::BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            event.to_string().as_bytes(),
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack());
+    let _ = conn.close(200, "done".into()).await;
+
+    let relayed = eventually(WAIT, || async { cio_ops(&daemon).len() == 1 }).await;
+    assert!(relayed, "{:#?}", daemon.sandbox.requests());
+    let op = &cio_ops(&daemon)[0];
+    assert_eq!(op["name"], "Step Seen (Chameleon)");
+    assert_eq!(op["identifiers"]["id"], "7731");
+    assert_eq!(op["timestamp"], 1_733_140_805);
+    assert_eq!(op["attributes"]["step_number"], 3);
+    assert_eq!(op["id"], sync_core::outbound::event_ulid("step-seen-42"));
+
+    daemon.stop().await.unwrap();
+    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
+}

@@ -223,12 +223,6 @@ impl Daemon {
         }
     }
 
-    /// Stop and start again on the same queue and prefix.
-    pub async fn restart(&mut self) {
-        self.stop().await.unwrap();
-        self.launch().await;
-    }
-
     pub async fn post_customerio(&self, route: &str, body: &[u8]) -> reqwest::Response {
         let timestamp = (sync_core::time::now_ms() / 1000).to_string();
         self.http

@@ -31,6 +31,7 @@ pub fn client_with(server: &MockServer, adjust: impl FnOnce(&mut TrackConfig)) -
         requests_per_second: 1000,
         timeout: Duration::from_secs(20),
         max_wait: Duration::from_secs(300),
+        ..TrackConfig::default()
     };
     adjust(&mut config);
     match TrackClient::new(config) {

@@ -9,6 +9,8 @@ use serde_json::json;
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use upstream_http::StatusSet;
+
 use crate::{Call, ExampleError, post, transport};
 
 #[tokio::test]
@@ -80,6 +82,41 @@ async fn a_408_and_every_5xx_are_transient_with_the_upstreams_message() {
                 message: message.to_owned()
             })
         );
+    }
+}
+
+#[tokio::test]
+async fn the_configured_statuses_are_transient_and_no_others() {
+    let retryable = match StatusSet::new([409, 429]) {
+        Ok(set) => set,
+        Err(error) => panic!("{error}"),
+    };
+    let cases = [
+        (409, "transient"),
+        (503, "permanent"),
+        (408, "permanent"),
+        (429, "rate limited"),
+    ];
+    for (status, class) in cases {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status))
+            .mount(&server)
+            .await;
+        let transport = transport(|c| c.retryable_statuses = retryable);
+        assert_eq!(transport.retryable_statuses(), retryable);
+
+        let error = post(&transport, Call::Write, &server.uri()).await;
+        let seen = match &error {
+            Err(ExampleError::Transient {
+                status: Some(s), ..
+            }) if *s == status => "transient",
+            Err(ExampleError::Permanent { status: s, .. }) if *s == status => "permanent",
+            // Listed or not, a 429 pauses the client.
+            Err(ExampleError::RateLimited { .. }) => "rate limited",
+            _ => "something else",
+        };
+        assert_eq!(seen, class, "{status}: {error:?}");
     }
 }
 

@@ -1,11 +1,13 @@
 //! Integration tests of the shared send step against fake upstreams: wiremock for whole answers,
-//! a raw TCP listener for answers cut off mid-body or missing. The upstream here is a made-up
-//! one, so that every rule is seen to come from this crate and not from either real client.
+//! a raw TCP listener for answers cut off mid-body or missing and for a port that starts
+//! listening late. The upstream here is a made-up one, so that every rule is seen to come from
+//! this crate and not from either real client.
 
 mod classify;
 mod metrics;
 mod rate_limit;
 mod raw;
+mod reconnect;
 
 use std::time::Duration;
 
@@ -14,7 +16,8 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use upstream_http::answer::{error_message, header_wait, seconds_in_json};
 use upstream_http::{
-    Accepted, ApiCall, Budget, Transport, TransportConfig, Upstream, UpstreamError,
+    Accepted, ApiCall, Budget, Reconnect, StatusSet, Transport, TransportConfig, Upstream,
+    UpstreamError,
 };
 
 /// A made-up upstream.
@@ -83,6 +86,8 @@ pub fn transport(adjust: impl FnOnce(&mut TransportConfig)) -> Transport<Example
         timeout: Duration::from_secs(20),
         max_wait: Duration::from_secs(300),
         default_wait: DEFAULT_WAIT,
+        retryable_statuses: StatusSet::default(),
+        reconnect: Reconnect::default(),
     };
     adjust(&mut config);
     match Transport::new(config) {

@@ -1,7 +1,10 @@
 //! Answers that are broken or missing, from a raw TCP listener: a `2xx` whose body is cut off
 //! (taken when the call says a write needs nothing back, transient otherwise), a connection
-//! closed with no answer, and silence until the transport's timeout.
+//! closed with no answer, and silence until the transport's timeout. None of these is tried
+//! again in-process: each reached the upstream.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,9 +15,12 @@ use crate::{Call, ExampleError, post, transport};
 /// An answer that promises 100 bytes of body and sends 7 before closing the connection.
 const CUT_OFF: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial";
 
+/// A whole `200` answer.
+pub const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
 /// What the raw listener does once it has read a request.
 #[derive(Clone, Copy)]
-enum Reply {
+pub enum Reply {
     /// Writes these bytes and closes the connection.
     Write(&'static [u8]),
     /// Closes the connection without a word.
@@ -25,6 +31,12 @@ enum Reply {
 
 /// Serves every connection with `reply`; returns the base URL.
 async fn raw_server(reply: Reply) -> String {
+    counted_raw_server(reply).await.0
+}
+
+/// Serves every connection with `reply`; returns the base URL and the count of connections
+/// accepted so far.
+pub async fn counted_raw_server(reply: Reply) -> (String, Arc<AtomicUsize>) {
     let listener = match TcpListener::bind("127.0.0.1:0").await {
         Ok(listener) => listener,
         Err(error) => panic!("no local listener: {error}"),
@@ -33,8 +45,17 @@ async fn raw_server(reply: Reply) -> String {
         Ok(address) => address,
         Err(error) => panic!("listener without an address: {error}"),
     };
+    (format!("http://{address}"), serve(listener, reply))
+}
+
+/// Serves every connection `listener` accepts with `reply`, in the background; returns the count
+/// of connections accepted so far.
+pub fn serve(listener: TcpListener, reply: Reply) -> Arc<AtomicUsize> {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 // The whole request is read first, so closing sends a clean end of stream.
                 if !read_request(&mut stream).await {
@@ -53,7 +74,7 @@ async fn raw_server(reply: Reply) -> String {
             });
         }
     });
-    format!("http://{address}")
+    accepted
 }
 
 /// Reads one request's head and its `content-length` bytes of body; false if the peer left.
@@ -127,8 +148,8 @@ async fn a_connection_closed_without_an_answer_is_transient_and_leaves_the_url_o
 }
 
 #[tokio::test]
-async fn no_answer_in_time_is_transient() {
-    let url = raw_server(Reply::Silence).await;
+async fn no_answer_in_time_is_transient_and_not_sent_again() {
+    let (url, accepted) = counted_raw_server(Reply::Silence).await;
     let transport = transport(|c| c.timeout = Duration::from_millis(300));
     let error = post(&transport, Call::Write, &url).await;
     assert_eq!(
@@ -138,4 +159,5 @@ async fn no_answer_in_time_is_transient() {
             message: "item write: no answer within 300ms".to_owned()
         })
     );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
