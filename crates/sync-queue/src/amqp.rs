@@ -9,7 +9,6 @@
 //! - `codec`: envelope <-> AMQP properties and headers, lenient on what outside producers send.
 //! - `delivery`: consuming a work queue and settling deliveries.
 //! - `dead`: listing, replaying and purging dead letters.
-//! - `telemetry`: the queue's counters.
 //!
 //! Publishing and consuming use separate connections, so that the broker slowing publishers
 //! down never delays acknowledgements. Every broker call is bounded by
@@ -31,7 +30,6 @@ mod dead;
 mod delivery;
 mod link;
 mod publisher;
-mod telemetry;
 pub mod topology;
 
 pub use topology::Topology;
@@ -212,7 +210,7 @@ impl Queue for AmqpQueue {
             .await
         {
             Ok(()) => {
-                telemetry::published(direction);
+                crate::telemetry::published(direction);
                 tracing::debug!(
                     message_id = %envelope.message_id,
                     source = %envelope.source,
@@ -221,7 +219,7 @@ impl Queue for AmqpQueue {
                 Ok(())
             }
             Err((failure, error)) => {
-                telemetry::publish_failed(direction, failure.as_str());
+                crate::telemetry::publish_failed(direction, failure.as_str());
                 tracing::warn!(
                     message_id = %envelope.message_id,
                     source = %envelope.source,

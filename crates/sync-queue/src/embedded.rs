@@ -209,8 +209,7 @@ impl Queue for EmbeddedQueue {
             .call(move |conn| store::insert(conn, &stored, now_ms()))
             .await?;
         let direction = envelope.direction();
-        metrics::counter!("ccsync_queue_published_total", "direction" => direction.as_str())
-            .increment(1);
+        crate::telemetry::published(direction);
         debug!(
             queue = direction.as_str(),
             message_id = %envelope.message_id,
@@ -339,21 +338,6 @@ impl Queue for EmbeddedQueue {
 
 fn closed() -> QueueError {
     QueueError::Unavailable("embedded queue is closed".to_owned())
-}
-
-/// The `reason` label of `ccsync_queue_dead_lettered_total`, bounded the same way as the RabbitMQ
-/// backend's: a short snake-case word chosen in code, anything else counted as `other`.
-fn reason_label(reason: &str) -> String {
-    let word = !reason.is_empty()
-        && reason.len() <= 64
-        && reason
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if word {
-        reason.to_owned()
-    } else {
-        "other".to_owned()
-    }
 }
 
 /// A duration as whole milliseconds, saturating.

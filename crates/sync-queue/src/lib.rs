@@ -26,6 +26,7 @@ pub mod batch;
 pub mod claims;
 pub mod consumer;
 pub mod embedded;
+mod telemetry;
 
 /// A failure of the queue itself (not of a message's delivery).
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,8 @@ use tokio::time::{Instant, timeout_at};
 
 use super::link::unavailable;
 use super::publisher::Route;
-use super::{Shared, codec, telemetry};
+use super::{Shared, codec};
+use crate::telemetry;
 use crate::{Delivery, DeliveryStream, QueueError, Settle};
 
 /// Subscribe to a direction's work queue with at most `prefetch` (at least 1) unsettled messages.

@@ -247,12 +247,7 @@ impl Drop for Lease {
 
 /// Count a message dead-lettered for reaching the delivery limit.
 fn over_limit(direction: Direction) {
-    metrics::counter!(
-        "ccsync_queue_dead_lettered_total",
-        "direction" => direction.as_str(),
-        "reason" => DELIVERY_LIMIT_REASON
-    )
-    .increment(1);
+    crate::telemetry::dead_lettered(direction, DELIVERY_LIMIT_REASON);
 }
 
 /// Settles one embedded delivery; holds one prefetch permit until then.
@@ -297,7 +292,7 @@ impl Settle for EmbeddedSettle {
                     })
                     .await?;
                 lease_held(held, &envelope, direction)?;
-                metrics::counter!("ccsync_queue_retried_total", "direction" => queue).increment(1);
+                crate::telemetry::retried(direction);
                 debug!(
                     queue,
                     message_id = %envelope.message_id,
@@ -316,12 +311,7 @@ impl Settle for EmbeddedSettle {
                     .call(move |conn| store::bury(conn, seq, &token, &failure, now_ms()))
                     .await?;
                 lease_held(held, &envelope, direction)?;
-                metrics::counter!(
-                    "ccsync_queue_dead_lettered_total",
-                    "direction" => queue,
-                    "reason" => super::reason_label(&reason)
-                )
-                .increment(1);
+                crate::telemetry::dead_lettered(direction, &reason);
                 debug!(
                     queue,
                     message_id = %envelope.message_id,

@@ -1,4 +1,5 @@
-//! The queue's counters, with bounded labels: a direction, and a short fixed reason.
+//! The queue's counters, shared by both backends so their metrics cannot drift apart. Labels
+//! are bounded: a direction, and a short fixed reason.
 
 use sync_core::Direction;
 
