@@ -113,18 +113,14 @@ async fn start(config: &Path, base: &str) -> Process {
         .unwrap();
     let mut process = Process { child };
     let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if let Ok(answer) = http.get(format!("{base}/readyz")).send().await
-            && answer.status().is_success()
-        {
-            return process;
-        }
-        if let Some(status) = process.child.try_wait().unwrap() {
-            panic!("the daemon exited before it was ready: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the daemon did not become ready");
+    support::wait_ready(&http, base, || {
+        process
+            .child
+            .try_wait()
+            .is_ok_and(|status| status.is_some())
+    })
+    .await;
+    process
 }
 
 async fn sandbox() -> (Sandbox, String) {

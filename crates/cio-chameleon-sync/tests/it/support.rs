@@ -200,18 +200,11 @@ impl Daemon {
     }
 
     pub async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if let Ok(answer) = self.http.get(format!("{}/readyz", self.base)).send().await
-                && answer.status().is_success()
-            {
-                return;
-            }
-            if self.task.as_ref().is_some_and(JoinHandle::is_finished) {
-                panic!("the daemon stopped before it was ready");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the daemon did not become ready within 20 s");
+        let task = self.task.as_ref();
+        wait_ready(&self.http, &self.base, || {
+            task.is_some_and(JoinHandle::is_finished)
+        })
+        .await;
     }
 
     /// Stop (drain) and return the daemon's result.
@@ -267,6 +260,20 @@ pub fn restamp(body: &[u8]) -> Vec<u8> {
     let mut value: Value = serde_json::from_slice(body).unwrap();
     value["sent_at"] = Value::String(sync_core::time::format_ms(sync_core::time::now_ms()));
     serde_json::to_vec(&value).unwrap()
+}
+
+/// Wait until `{base}/readyz` answers 200; panic if `stopped` says the daemon is gone first.
+pub async fn wait_ready(http: &reqwest::Client, base: &str, mut stopped: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if let Ok(answer) = http.get(format!("{base}/readyz")).send().await
+            && answer.status().is_success()
+        {
+            return;
+        }
+        assert!(!stopped(), "the daemon stopped before it was ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the daemon did not become ready within 20 s");
 }
 
 /// Remove every queue and the exchange under `prefix`, so tests leave the broker clean.
