@@ -53,6 +53,12 @@ pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> 
             } else {
                 let count = queue.replay(direction, &dead_filter, rate).await?;
                 println!("replayed {count} dead letters to {direction}");
+                if count < dead_filter.ids.len() {
+                    bail!(
+                        "{} of the ids named are not dead letters in {direction}",
+                        dead_filter.ids.len() - count
+                    );
+                }
             }
             Ok(())
         }
@@ -65,6 +71,8 @@ pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> 
             let count = queue.dead_letters(direction, &dead_filter).await?.len();
             if dry_run {
                 println!("{count} dead letters would be purged from {direction}");
+            } else if count == 0 && !dead_filter.ids.is_empty() {
+                bail!("no dead letter in {direction} has the ids named");
             } else if count == 0 {
                 println!("no dead letters match");
             } else if yes || confirm(&format!("delete {count} dead letters from {direction}?"))? {

@@ -95,7 +95,8 @@ pub struct QueueSettings {
     /// plus `chameleon.batch_linger` and a request timeout, since leases are not renewed.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
-    /// Time allowed for each broker operation.
+    /// Time allowed for each broker operation; the receiver answers `503` when a publish takes
+    /// longer (or three quarters of `server.request_timeout`, if that is shorter).
     #[serde(with = "humantime_serde")]
     pub operation_timeout: Duration,
 }
@@ -114,7 +115,7 @@ impl Default for QueueSettings {
             delivery_limit: 10,
             prefetch: 64,
             lease: Duration::from_secs(180),
-            operation_timeout: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -450,6 +451,11 @@ impl Settings {
         if self.queue.effective_backend() == Backend::Amqp && self.queue.amqp_url.is_none() {
             bail!("queue.backend is \"amqp\" but queue.amqp_url is not set");
         }
+        if let Some(url) = &self.queue.amqp_url
+            && !matches!(url.expose().split_once("://"), Some(("amqp" | "amqps", _)))
+        {
+            bail!("queue.amqp_url must be an amqp:// or amqps:// URL");
+        }
         if self.queue.retry_tiers.is_empty() {
             bail!("queue.retry_tiers must name at least one delay");
         }
@@ -469,8 +475,8 @@ impl Settings {
             bail!("delivery.jitter must be between 0 and 1");
         }
         for &code in &self.delivery.retryable_statuses {
-            if !(100..=999).contains(&code) {
-                bail!("delivery.retryable_statuses: {code} is not an HTTP status (100 to 999)");
+            if !(100..=599).contains(&code) {
+                bail!("delivery.retryable_statuses: {code} is not an HTTP status (100 to 599)");
             }
             if (200..300).contains(&code) {
                 bail!(

@@ -10,7 +10,19 @@ use crate::settings::{LogFormat, LogSettings};
 pub fn init(log: &LogSettings) -> Option<PrometheusHandle> {
     // HTTP client internals log request details at trace level; keep them out by default.
     let default = format!("{},hyper=warn,reqwest=warn,lapin=warn,h2=warn", log.level);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // The AMQP client traces protocol frames, and the connection handshake frame carries the
+    // broker credentials; its trace level never reaches the log, whatever `RUST_LOG` says.
+    for target in [
+        "lapin",
+        "amq_protocol",
+        "amq_protocol_tcp",
+        "amq_protocol_uri",
+    ] {
+        if let Ok(directive) = format!("{target}=debug").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -62,6 +62,11 @@ pub fn receiver_config(settings: &Settings) -> ReceiverConfig {
     ReceiverConfig {
         max_body_bytes: settings.server.max_body_bytes,
         request_timeout: settings.server.request_timeout,
+        // Report a slow queue as 503 before the request timeout answers 408.
+        publish_timeout: settings
+            .queue
+            .operation_timeout
+            .min(settings.server.request_timeout.mul_f64(0.75)),
         max_concurrent_requests: settings.server.max_concurrent_requests,
         max_json_depth: settings.server.max_json_depth,
         customerio_endpoint_token: settings.customerio.endpoint_token.clone(),

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::envelope::Source;
+use crate::ids::id_text as identity;
 use crate::truncate::truncate_string;
 
 /// Chameleon keeps this many bytes of a string value and cuts the rest.
@@ -470,16 +471,6 @@ fn required_str<'a>(event: &'a Map<String, Value>, key: &str) -> Result<&'a str,
     }
 }
 
-/// A usable id: a non-blank string, or a number written as a string. `null`, blanks and other
-/// types are not.
-fn identity(value: Option<&Value>) -> Option<String> {
-    match value? {
-        Value::String(text) if !text.trim().is_empty() => Some(text.clone()),
-        Value::Number(number) => Some(number.to_string()),
-        _ => None,
-    }
-}
-
 /// Remove an id field from a workflow body: absent, `null` or blank is `None`; a type that
 /// cannot be an id is malformed rather than silently ignored.
 fn take_identity(
@@ -488,6 +479,9 @@ fn take_identity(
 ) -> Result<Option<String>, InboundError> {
     match fields.remove(key) {
         None | Some(Value::Null) => Ok(None),
+        Some(value) if crate::ids::is_inexact_number(&value) => Err(InboundError::Malformed(
+            format!("`{key}` is a number that JSON cannot carry exactly; send it as a string"),
+        )),
         Some(value @ (Value::String(_) | Value::Number(_))) => Ok(identity(Some(&value))),
         Some(_) => Err(InboundError::Malformed(format!(
             "`{key}` must be a string or a number"

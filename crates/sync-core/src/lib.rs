@@ -15,6 +15,7 @@
 //! - [`truncate`]: cutting strings to an upstream's byte limit on a character boundary.
 
 pub mod envelope;
+mod ids;
 pub mod inbound;
 pub mod outbound;
 pub mod outcome;

@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::envelope::Source;
+use crate::ids::id_text;
 use crate::truncate::{prefix_within, truncate_strings};
 
 /// Customer.io's limit on an event name, in bytes.
@@ -445,15 +446,6 @@ fn tour_event_secs(value: Option<&Value>) -> Result<i64, OutboundError> {
 /// Whole unix seconds of an RFC 3339 time, rounded down.
 fn rfc3339_secs(text: &str) -> Option<i64> {
     crate::time::parse_rfc3339_ms(text).map(|ms| ms.div_euclid(1000))
-}
-
-/// A usable id: a non-blank string, or a number written as a string.
-fn id_text(value: Option<&Value>) -> Option<String> {
-    match value? {
-        Value::String(text) if !text.trim().is_empty() => Some(text.clone()),
-        Value::Number(number) => Some(number.to_string()),
-        _ => None,
-    }
 }
 
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, OutboundError> {

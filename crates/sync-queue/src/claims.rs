@@ -1,7 +1,10 @@
 //! Seen provider event ids, so that a provider's retry of an event already accepted is not
 //! queued twice (DESIGN §3 "Duplicates"). The receiver claims `{source}:{provider id}` before it
-//! publishes: the first copy wins, later copies within the window are answered as duplicates, and
-//! a claim whose publish failed is released so the provider's retry can win it.
+//! publishes; the claim is *pending* until the queue confirms the message, then *confirmed*.
+//! A later copy of a confirmed claim is a duplicate (answered as accepted, not queued again); a
+//! copy that arrives while the claim is still pending is told to retry, since the first copy may
+//! yet fail; a claim whose publish failed is released so the provider's retry can win it. A
+//! pending claim left behind by a crash is taken over once it is older than [`PENDING_TTL`].
 //!
 //! Claims live in a SQLite table, scoped by the queue prefix so deployments sharing a file never
 //! see each other's ids, and are forgotten after the window. An insert is atomic, so two copies
@@ -27,11 +30,17 @@ use crate::QueueError;
 /// The answer to a claim.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// First sighting: go ahead.
+    /// First sighting: go ahead, then [`ClaimStore::confirm`] or [`ClaimStore::release`].
     New,
-    /// Seen within the window, first queued as `message_id`.
+    /// Seen within the window and queued as `message_id`.
     Duplicate { message_id: String },
+    /// Another copy is being queued right now as `message_id`; its outcome is not known yet.
+    Pending { message_id: String },
 }
+
+/// How long a pending claim holds off other copies; longer than any publish may take, so only a
+/// claim orphaned by a crash gets this old.
+pub const PENDING_TTL: Duration = Duration::from_secs(120);
 
 /// Claims of one deployment.
 #[derive(Clone)]
@@ -67,11 +76,26 @@ impl ClaimStore {
                 key TEXT NOT NULL,
                 message_id TEXT NOT NULL,
                 claimed_at INTEGER NOT NULL,
+                confirmed INTEGER NOT NULL,
                 PRIMARY KEY (scope, key)
             ) WITHOUT ROWID;
             CREATE INDEX IF NOT EXISTS claims_by_age ON claims (claimed_at);",
         )
         .map_err(sqlite)?;
+        // Files written before claims had a pending state hold only confirmed claims.
+        let has_state: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('claims') WHERE name = 'confirmed'",
+                [],
+                |row| row.get::<_, i64>(0).map(|n| n > 0),
+            )
+            .map_err(sqlite)?;
+        if !has_state {
+            conn.execute_batch(
+                "ALTER TABLE claims ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 1",
+            )
+            .map_err(sqlite)?;
+        }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             scope: scope.to_owned(),
@@ -80,13 +104,31 @@ impl ClaimStore {
         })
     }
 
-    /// Claim `key` for `message_id`.
+    /// Claim `key` for `message_id`; a new claim is pending until confirmed.
     pub async fn claim(&self, key: &str, message_id: &str) -> Result<Claim, QueueError> {
         let store = self.clone();
         let (key, message_id) = (key.to_owned(), message_id.to_owned());
         tokio::task::spawn_blocking(move || store.claim_blocking(&key, &message_id))
             .await
             .map_err(|err| QueueError::Other(format!("claim task failed: {err}")))?
+    }
+
+    /// The message of a claim is queued: later copies are duplicates.
+    pub async fn confirm(&self, key: &str, message_id: &str) -> Result<(), QueueError> {
+        let store = self.clone();
+        let (key, message_id) = (key.to_owned(), message_id.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let conn = store.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            conn.execute(
+                "UPDATE claims SET confirmed = 1, claimed_at = ?4
+                 WHERE scope = ?1 AND key = ?2 AND message_id = ?3",
+                params![store.scope, key, message_id, sync_core::time::now_ms()],
+            )
+            .map(|_| ())
+            .map_err(sqlite)
+        })
+        .await
+        .map_err(|err| QueueError::Other(format!("confirm task failed: {err}")))?
     }
 
     /// Give a claim back (its message could not be queued).
@@ -115,7 +157,8 @@ impl ClaimStore {
             let fresh_after = sync_core::time::now_ms().saturating_sub(store.window_ms);
             let conn = store.conn.lock().unwrap_or_else(PoisonError::into_inner);
             conn.query_row(
-                "SELECT 1 FROM claims WHERE scope = ?1 AND key = ?2 AND claimed_at >= ?3",
+                "SELECT 1 FROM claims
+                 WHERE scope = ?1 AND key = ?2 AND claimed_at >= ?3 AND confirmed = 1",
                 params![store.scope, key, fresh_after],
                 |_| Ok(()),
             )
@@ -129,9 +172,9 @@ impl ClaimStore {
 
     /// Record that `message_id` was delivered upstream, so a redelivery is not sent again.
     pub async fn mark_delivered(&self, message_id: &str) -> Result<(), QueueError> {
-        self.claim(&format!("delivered:{message_id}"), message_id)
-            .await
-            .map(|_| ())
+        let key = format!("delivered:{message_id}");
+        self.claim(&key, message_id).await?;
+        self.confirm(&key, message_id).await
     }
 
     fn claim_blocking(&self, key: &str, message_id: &str) -> Result<Claim, QueueError> {
@@ -140,22 +183,29 @@ impl ClaimStore {
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let tx = conn.transaction().map_err(sqlite)?;
 
-        let existing: Option<(String, i64)> = tx
+        let existing: Option<(String, i64, bool)> = tx
             .query_row(
-                "SELECT message_id, claimed_at FROM claims WHERE scope = ?1 AND key = ?2",
+                "SELECT message_id, claimed_at, confirmed FROM claims WHERE scope = ?1 AND key = ?2",
                 params![self.scope, key],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .optional()
             .map_err(sqlite)?;
-        if let Some((first, claimed_at)) = existing
-            && claimed_at >= fresh_after
-            && first != message_id
-        {
-            return Ok(Claim::Duplicate { message_id: first });
+        let pending_after = now.saturating_sub(PENDING_TTL.as_millis() as i64);
+        match existing {
+            Some((first, claimed_at, true)) if claimed_at >= fresh_after && first != message_id => {
+                return Ok(Claim::Duplicate { message_id: first });
+            }
+            Some((first, claimed_at, false))
+                if claimed_at >= pending_after && first != message_id =>
+            {
+                return Ok(Claim::Pending { message_id: first });
+            }
+            _ => {}
         }
         tx.execute(
-            "INSERT OR REPLACE INTO claims (scope, key, message_id, claimed_at) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR REPLACE INTO claims (scope, key, message_id, claimed_at, confirmed)
+             VALUES (?1, ?2, ?3, ?4, 0)",
             params![self.scope, key, message_id, now],
         )
         .map_err(sqlite)?;
@@ -208,6 +258,7 @@ mod tests {
         let b = ClaimStore::open(&path, "b", Duration::ZERO).unwrap();
         assert_eq!(a.claim("k", "m1").await.unwrap(), Claim::New);
         assert_eq!(b.claim("k", "m2").await.unwrap(), Claim::New);
+        b.confirm("k", "m2").await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(
             b.claim("k", "m3").await.unwrap(),

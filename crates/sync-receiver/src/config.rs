@@ -11,6 +11,9 @@ pub struct ReceiverConfig {
     pub max_body_bytes: usize,
     /// A request (body included) that takes longer is answered `408`.
     pub request_timeout: Duration,
+    /// How long the receiver waits for the queue's confirmation before answering `503`; shorter
+    /// than `request_timeout`, so a slow queue is reported as unavailable, not as a timeout.
+    pub publish_timeout: Duration,
     /// Requests handled at once; more are answered `503` with `Retry-After`.
     pub max_concurrent_requests: usize,
     /// JSON nested deeper than this is answered `400`.
@@ -30,6 +33,7 @@ impl Default for ReceiverConfig {
         Self {
             max_body_bytes: 256 * 1024,
             request_timeout: Duration::from_secs(10),
+            publish_timeout: Duration::from_secs(5),
             max_concurrent_requests: 1024,
             max_json_depth: 32,
             customerio_endpoint_token: Secret::default(),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -83,11 +84,15 @@ pub fn router(state: AppState) -> Router {
 
 async fn customerio(
     State(state): State<AppState>,
-    Path((token, kind)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let config = &state.config;
+    // A path that does not even decode (invalid UTF-8) is an unknown token like any other.
+    let Ok(Path((token, kind))) = path else {
+        return not_found().await;
+    };
 
     // Unknown tokens and unknown kinds get the same answer, so tokens cannot be probed.
     let expected = config.customerio_endpoint_token.expose().as_bytes();
@@ -185,58 +190,112 @@ async fn chameleon(State(state): State<AppState>, headers: HeaderMap, body: Byte
 
 /// Claim the provider's event id, publish with confirmation, then answer `success`; a copy
 /// already queued is answered `success` too, without queueing it again.
+///
+/// The claim and the publish run in a task of their own: if the request is abandoned (the
+/// client gives up, or the request timeout answers first), they still finish, and the claim is
+/// confirmed or released according to what really happened, never left claimed for a message
+/// that is not queued.
 async fn enqueue(state: &AppState, envelope: Envelope, success: StatusCode) -> Response {
     let source = envelope.source;
+    let message_id = envelope.message_id.clone();
+    let claims = state.claims.clone();
+    let queue = state.queue.clone();
+    let admission = tokio::spawn(admit(queue, claims, envelope));
 
-    let claim_key = state
-        .claims
-        .as_ref()
-        .zip(envelope.provider_event_id.as_deref())
-        .map(|(claims, id)| (claims, format!("{source}:{id}")));
-    if let Some((claims, key)) = &claim_key {
-        match claims.claim(key, &envelope.message_id).await {
-            Ok(Claim::New) => {}
-            Ok(Claim::Duplicate { message_id }) => {
-                metrics::counter!("ccsync_duplicates_total", "source" => source.routing_key())
-                    .increment(1);
-                count_request(source, success);
-                tracing::debug!(source = %source, %message_id, "duplicate of a queued message");
-                return (
-                    success,
-                    Json(json!({"status": "duplicate", "message_id": message_id})),
-                )
-                    .into_response();
-            }
-            Err(err) => return unavailable(source, &err),
-        }
-    }
-
-    match state.queue.publish(&envelope).await {
-        Ok(()) => {
+    // Answer 503 before the request timeout does, so the sender is told to retry.
+    let answer = match tokio::time::timeout(state.config.publish_timeout, admission).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(join)) => Admission::Failed(sync_queue::QueueError::Other(join.to_string())),
+        Err(_) => Admission::Failed(sync_queue::QueueError::Unavailable(
+            "the queue did not confirm in time".to_owned(),
+        )),
+    };
+    match answer {
+        Admission::Queued => {
             metrics::counter!("ccsync_received_total", "source" => source.routing_key())
                 .increment(1);
             count_request(source, success);
-            tracing::debug!(
-                message_id = %envelope.message_id,
-                source = %source,
-                bytes = envelope.body.len(),
-                "message queued"
-            );
+            tracing::debug!(%message_id, source = %source, "message queued");
             (
                 success,
-                Json(json!({"status": "queued", "message_id": envelope.message_id})),
+                Json(json!({"status": "queued", "message_id": message_id})),
             )
                 .into_response()
         }
-        Err(err) => {
-            // The provider will retry; its retry must be able to win the claim.
-            if let Some((claims, key)) = &claim_key
-                && let Err(release) = claims.release(key, &envelope.message_id).await
-            {
-                tracing::warn!(source = %source, cause = %release, "cannot release a claim");
-            }
-            unavailable(source, &err)
+        Admission::Duplicate(first) => {
+            metrics::counter!("ccsync_duplicates_total", "source" => source.routing_key())
+                .increment(1);
+            count_request(source, success);
+            tracing::debug!(source = %source, message_id = %first, "duplicate of a queued message");
+            (
+                success,
+                Json(json!({"status": "duplicate", "message_id": first})),
+            )
+                .into_response()
         }
+        Admission::InProgress(first) => {
+            count_request(source, StatusCode::SERVICE_UNAVAILABLE);
+            tracing::debug!(source = %source, message_id = %first, "a copy is being queued");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "5")],
+                Json(json!({
+                    "error": "another copy of this event is being queued, retry later",
+                    "message_id": first
+                })),
+            )
+                .into_response()
+        }
+        Admission::Failed(err) => unavailable(source, &err),
+    }
+}
+
+/// What became of a message the receiver tried to queue.
+enum Admission {
+    Queued,
+    /// Already queued as this message id.
+    Duplicate(String),
+    /// Another copy, this message id, is being queued now.
+    InProgress(String),
+    Failed(sync_queue::QueueError),
+}
+
+/// Claim, publish, then confirm or release the claim. Runs to completion even when nobody
+/// waits for the answer any more.
+async fn admit(
+    queue: std::sync::Arc<dyn Queue>,
+    claims: Option<ClaimStore>,
+    envelope: Envelope,
+) -> Admission {
+    let source = envelope.source;
+    let claim_key = claims
+        .zip(envelope.provider_event_id.as_deref())
+        .map(|(claims, id)| (claims, format!("{source}:{id}")));
+
+    if let Some((claims, key)) = &claim_key {
+        match claims.claim(key, &envelope.message_id).await {
+            Ok(Claim::New) => {}
+            Ok(Claim::Duplicate { message_id }) => return Admission::Duplicate(message_id),
+            Ok(Claim::Pending { message_id }) => return Admission::InProgress(message_id),
+            Err(err) => return Admission::Failed(err),
+        }
+    }
+
+    let published = queue.publish(&envelope).await;
+
+    if let Some((claims, key)) = &claim_key {
+        let settled = match &published {
+            Ok(()) => claims.confirm(key, &envelope.message_id).await,
+            // The provider will retry; its retry must be able to win the claim.
+            Err(_) => claims.release(key, &envelope.message_id).await,
+        };
+        if let Err(err) = settled {
+            tracing::warn!(source = %source, cause = %err, "cannot settle a claim");
+        }
+    }
+    match published {
+        Ok(()) => Admission::Queued,
+        Err(err) => Admission::Failed(err),
     }
 }
 

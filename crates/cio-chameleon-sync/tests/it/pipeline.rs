@@ -497,3 +497,78 @@ async fn a_tour_event_published_onto_the_exchange_is_relayed() {
     daemon.stop().await.unwrap();
     support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
+
+#[tokio::test]
+async fn a_stalled_broker_answers_503_and_never_strands_a_claim() {
+    let _broker = support::require_broker().await;
+    let proxy = BrokerProxy::start().await;
+    let mut daemon = Daemon::start(QueueKind::Amqp(proxy.addr.to_string()), |_| {}).await;
+    let opened = support::payload("customerio/reporting-email-opened.json");
+
+    // The broker stops answering without closing anything: the first copy is told to retry
+    // (503, not 408, not 202), and so is a concurrent copy while the first is unresolved.
+    proxy.stall();
+    let first = {
+        let daemon_base = daemon.base.clone();
+        let opened = opened.clone();
+        tokio::spawn(async move {
+            let ts = (sync_core::time::now_ms() / 1000).to_string();
+            reqwest::Client::new()
+                .post(format!("{daemon_base}/v1/customerio/{TOKEN}/reporting"))
+                .header("content-type", "application/json")
+                .header("x-cio-timestamp", &ts)
+                .header(
+                    "x-cio-signature",
+                    sync_core::signature::sign_customerio(support::SIGNING_KEY, &ts, &opened),
+                )
+                .body(opened)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let concurrent = daemon.post_customerio("reporting", &opened).await;
+    assert_eq!(
+        concurrent.status(),
+        503,
+        "a copy must not be acknowledged before the first is queued"
+    );
+    assert_eq!(first.await.unwrap(), 503);
+
+    // The partition ends with the connection lost: what the stall held back is gone.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.restore();
+    let last = std::sync::Mutex::new(String::new());
+    let queued = eventually(WAIT, || async {
+        let answer = daemon.post_customerio("reporting", &opened).await;
+        let status = answer.status();
+        *last.lock().unwrap() = format!("{status} {}", answer.text().await.unwrap_or_default());
+        status == 202
+    })
+    .await;
+    assert!(
+        queued,
+        "the provider's retry was never accepted: {}",
+        last.lock().unwrap()
+    );
+    let delivered = eventually(WAIT, || async {
+        accepted_at(&daemon, Upstream::Chameleon, "/v3/observe/hooks/events").len() == 1
+    })
+    .await;
+    assert!(
+        delivered,
+        "the event was lost: {:#?}",
+        daemon.sandbox.requests()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        accepted_at(&daemon, Upstream::Chameleon, "/v3/observe/hooks/events").len(),
+        1
+    );
+
+    daemon.stop().await.unwrap();
+    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
+}

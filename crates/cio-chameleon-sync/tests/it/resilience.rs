@@ -157,32 +157,64 @@ async fn concurrent_copies_of_one_event_cause_one_upstream_write() {
     let workflow = json!({"uid": "user_9", "name": "Copied", "n": 9}).to_string();
 
     // Eight copies of a reporting event (same event_id) and of a workflow webhook (same
-    // idempotency key), all at once, as overlapping provider retries arrive.
-    let mut answers = Vec::new();
-    for _ in 0..8 {
-        let daemon_base = daemon.base.clone();
-        let http = daemon.http.clone();
-        let workflow = workflow.clone();
-        answers.push(tokio::spawn(async move {
-            http.post(format!("{daemon_base}/v1/customerio/{TOKEN}/events"))
-                .header("content-type", "application/json")
-                .header("x-cio-idempotency-key", "delivery-abc-1")
-                .body(workflow)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }));
-    }
-    let reporting: Vec<_> = (0..8)
-        .map(|_| daemon.post_customerio("reporting", &opened))
+    // idempotency key), all at once, as overlapping provider retries arrive. A copy that comes
+    // while the first is still being queued is told to retry (503), as the provider would.
+    let copies: Vec<_> = (0..16)
+        .map(|i| {
+            let base = daemon.base.clone();
+            let http = daemon.http.clone();
+            let (route, body, key) = if i % 2 == 0 {
+                (
+                    "events",
+                    workflow.clone().into_bytes(),
+                    Some("delivery-abc-1"),
+                )
+            } else {
+                ("reporting", opened.clone(), None)
+            };
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                loop {
+                    let ts = (sync_core::time::now_ms() / 1000).to_string();
+                    let mut request = http
+                        .post(format!("{base}/v1/customerio/{TOKEN}/{route}"))
+                        .header("content-type", "application/json")
+                        .header("x-cio-timestamp", &ts)
+                        .header(
+                            "x-cio-signature",
+                            sync_core::signature::sign_customerio(support::SIGNING_KEY, &ts, &body),
+                        )
+                        .body(body.clone());
+                    if let Some(key) = key {
+                        request = request.header("x-cio-idempotency-key", key);
+                    }
+                    let answer = request.send().await.unwrap();
+                    let status = answer.status().as_u16();
+                    let text: Value = answer.json().await.unwrap();
+                    answers.push((status, text["status"].as_str().unwrap_or("").to_owned()));
+                    if status != 503 {
+                        return answers;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        })
         .collect();
-    for status in futures::future::join_all(reporting).await {
-        assert_eq!(status.status(), 202);
+    let mut queued = 0;
+    for copy in futures::future::join_all(copies).await {
+        let answers = copy.unwrap();
+        let (status, last) = answers.last().cloned().unwrap();
+        assert_eq!(status, 202, "{answers:?}");
+        if last == "queued" {
+            queued += 1;
+        } else {
+            assert_eq!(last, "duplicate", "{answers:?}");
+        }
     }
-    for answer in answers {
-        assert_eq!(answer.await.unwrap(), 202);
-    }
+    assert_eq!(
+        queued, 2,
+        "one copy of each event is queued, the rest are duplicates"
+    );
 
     let both = eventually(Duration::from_secs(20), || async {
         daemon.sandbox.accepted(Upstream::Chameleon).len() >= 2

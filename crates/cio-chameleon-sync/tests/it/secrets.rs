@@ -188,6 +188,13 @@ async fn no_secret_reaches_logs_metrics_or_answers() {
             }
         }
     }
+    // The broker password as a byte list, the way protocol frames print it.
+    let bytes = format!("{:?}", BROKER_PASS.as_bytes());
+    let bytes = bytes.trim_start_matches('[').trim_end_matches(']');
+    assert!(
+        !log.contains(bytes),
+        "the broker password leaked as bytes in the log"
+    );
     // Basic auth travels base64-encoded: look for that form too.
     let basic = base64_of(&format!("site-7:{API_KEY}"));
     assert!(

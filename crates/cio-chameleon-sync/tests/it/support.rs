@@ -3,8 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cio_chameleon_sync::serve::{self, Roles};
@@ -90,7 +88,7 @@ pub struct Daemon {
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
-    _dir: Option<tempfile::TempDir>,
+    _dir: tempfile::TempDir,
     _broker: Option<BrokerGuard>,
 }
 
@@ -149,6 +147,11 @@ impl Daemon {
     /// A daemon on `queue`; `adjust` may change settings before start. On RabbitMQ the caller
     /// holds [`require_broker`]'s guard.
     pub async fn start(queue: QueueKind, adjust: impl FnOnce(&mut Settings)) -> Daemon {
+        // `RUST_LOG=...` shows the daemon's logs with a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
         let (sandbox, sandbox_addr) = Sandbox::spawn(SandboxConfig {
             chameleon_account_secret: ACCOUNT_SECRET.into(),
             customerio_site_id: SITE_ID.into(),
@@ -158,18 +161,17 @@ impl Daemon {
         })
         .await
         .unwrap();
-        let (queue, dir) = match queue {
+        // The daemon's files (embedded queue, seen ids) live in a folder of the test's own.
+        let dir = tempfile::tempdir().unwrap();
+        let queue = match queue {
             QueueKind::Embedded(path) if path.as_os_str().is_empty() => {
-                let dir = tempfile::tempdir().unwrap();
-                (
-                    QueueKind::Embedded(dir.path().join("queue.sqlite3")),
-                    Some(dir),
-                )
+                QueueKind::Embedded(dir.path().join("queue.sqlite3"))
             }
-            other => (other, None),
+            other => other,
         };
         let listen = free_addr().await;
         let mut settings = settings(queue, &unique_prefix(), sandbox_addr, listen);
+        settings.dedupe.path = Some(dir.path().join("seen.sqlite3"));
         adjust(&mut settings);
         let mut daemon = Daemon {
             base: format!("http://{listen}"),
@@ -317,54 +319,95 @@ pub async fn delete_topology(prefix: &str, tiers: &[&str]) {
     let _ = conn.close(200, "done".into()).await;
 }
 
-/// A TCP proxy to the broker that a test can cut and restore.
+/// What the proxy in front of the broker does with traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ProxyMode {
+    /// Forward both ways.
+    Up,
+    /// Keep connections open but forward nothing, like a partitioned network.
+    Stall,
+    /// Close every connection (and drop what a stall held back) and refuse new ones.
+    Down,
+}
+
+/// A TCP proxy to the broker that a test can stall, cut and restore.
 pub struct BrokerProxy {
     pub addr: SocketAddr,
-    open: Arc<AtomicBool>,
-    cut: tokio::sync::watch::Sender<u64>,
+    mode: tokio::sync::watch::Sender<ProxyMode>,
 }
 
 impl BrokerProxy {
     pub async fn start() -> BrokerProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let open = Arc::new(AtomicBool::new(true));
-        let (cut, mut cuts) = tokio::sync::watch::channel(0u64);
-        let accepting = open.clone();
+        let (mode, modes) = tokio::sync::watch::channel(ProxyMode::Up);
         tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else {
+                let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
-                if !accepting.load(Ordering::SeqCst) {
+                if *modes.borrow() == ProxyMode::Down {
                     drop(client);
                     continue;
                 }
-                // Only cuts after this connection was accepted end it.
-                cuts.borrow_and_update();
-                let mut cuts = cuts.clone();
+                let modes = modes.clone();
                 tokio::spawn(async move {
-                    let Ok(mut broker) = TcpStream::connect(BROKER).await else {
+                    let Ok(broker) = TcpStream::connect(BROKER).await else {
                         return;
                     };
+                    let (client_read, client_write) = client.into_split();
+                    let (broker_read, broker_write) = broker.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut broker) => {}
-                        _ = cuts.changed() => {}
+                        _ = pump(client_read, broker_write, modes.clone()) => {}
+                        _ = pump(broker_read, client_write, modes.clone()) => {}
                     }
                 });
             }
         });
-        BrokerProxy { addr, open, cut }
+        BrokerProxy { addr, mode }
+    }
+
+    /// Hold every byte back without closing anything.
+    pub fn stall(&self) {
+        self.mode.send_replace(ProxyMode::Stall);
     }
 
     /// Drop every connection and refuse new ones.
     pub fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        self.cut.send_modify(|n| *n += 1);
+        self.mode.send_replace(ProxyMode::Down);
     }
 
     pub fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
+        self.mode.send_replace(ProxyMode::Up);
+    }
+}
+
+/// Copy one direction of a proxied connection, obeying the mode; returns when either side
+/// closes or the proxy goes down.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut modes: tokio::sync::watch::Receiver<ProxyMode>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let read = tokio::select! {
+            read = from.read(&mut buf) => read,
+            _ = modes.wait_for(|m| *m == ProxyMode::Down) => return,
+        };
+        let Ok(n) = read else { return };
+        if n == 0 {
+            return;
+        }
+        // A stall keeps the bytes here; going down drops them.
+        match modes.wait_for(|m| *m != ProxyMode::Stall).await.map(|m| *m) {
+            Ok(ProxyMode::Up) => {}
+            _ => return,
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
