@@ -33,10 +33,10 @@ pub async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
          recorded requests at http://{0}/_sandbox/requests",
         args.listen
     );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve::wait_for_signal(shutdown.clone()));
     sandbox
-        .serve(listener, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .serve(listener, async move { shutdown.cancelled().await })
         .await
         .context("sandbox failed")
 }
@@ -134,10 +134,9 @@ pub async fn run(
             "\nThe daemon keeps running: receiver at {base}, sandbox at {sandbox_url} \
              (recorded requests: {sandbox_url}/_sandbox/requests). Post more with curl as the \
              README shows, using token {DEMO_TOKEN}, signing key {DEMO_SIGNING_KEY} and webhook \
-             secret {DEMO_WEBHOOK_SECRET}. Ctrl-C stops both."
+             secret {DEMO_WEBHOOK_SECRET}. Ctrl-C (or SIGTERM) stops both."
         );
-        let _ = tokio::signal::ctrl_c().await;
-        shutdown.cancel();
+        serve::wait_for_signal(shutdown.clone()).await;
     }
     daemon.await.context("daemon task failed")??;
     let _ = sandbox_task.await;
@@ -266,7 +265,11 @@ fn print_received(sandbox: &Sandbox) {
         (Upstream::Customerio, "Customer.io received"),
     ] {
         let requests = sandbox.accepted(upstream);
-        println!("\n== {title} {} requests", requests.len());
+        let count = requests.len();
+        println!(
+            "\n== {title} {count} request{}",
+            if count == 1 { "" } else { "s" }
+        );
         for request in requests {
             println!(
                 "  {} {} -> {}",

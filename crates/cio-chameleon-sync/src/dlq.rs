@@ -175,7 +175,8 @@ fn print_table(dead: &[DeadLetter]) {
             error
         );
     }
-    println!("{} dead letters", dead.len());
+    let count = dead.len();
+    println!("{count} dead letter{}", if count == 1 { "" } else { "s" });
 }
 
 fn confirm(question: &str) -> anyhow::Result<bool> {

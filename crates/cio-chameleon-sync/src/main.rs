@@ -38,7 +38,12 @@ fn main() -> ExitCode {
         };
     }
 
-    let metrics = telemetry::init(&settings.log);
+    // Operator commands print their results; their logs are only for warnings.
+    let mut log = settings.log.clone();
+    if matches!(cli.command, Command::Dlq { .. }) {
+        log.level = "warn".into();
+    }
+    let metrics = telemetry::init(&log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -61,7 +66,6 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(cause = %format!("{err:#}"), "exiting");
             eprintln!("cio-chameleon-sync: {err:#}");
             ExitCode::FAILURE
         }

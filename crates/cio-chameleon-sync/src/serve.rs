@@ -204,7 +204,7 @@ pub async fn run_until(
 }
 
 /// Cancel `shutdown` on SIGTERM or SIGINT.
-async fn wait_for_signal(shutdown: CancellationToken) {
+pub async fn wait_for_signal(shutdown: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -1,6 +1,8 @@
 //! Logs and metrics. Logs go to standard error, filtered by `RUST_LOG` or `log.level`, as text or
 //! JSON lines. Metrics are kept by a Prometheus recorder whose handle renders `/metrics`.
 
+use std::io::IsTerminal;
+
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -9,7 +11,9 @@ use crate::settings::{LogFormat, LogSettings};
 /// Install the log subscriber and the metrics recorder; returns the recorder's handle.
 pub fn init(log: &LogSettings) -> Option<PrometheusHandle> {
     // HTTP client internals log request details at trace level; keep them out by default.
-    let default = format!("{},hyper=warn,reqwest=warn,lapin=warn,h2=warn", log.level);
+    // lapin reports an expected channel close at shutdown as an error; the queue backend logs
+    // what operators need about the broker itself.
+    let default = format!("{},hyper=warn,reqwest=warn,lapin=off,h2=warn", log.level);
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // The AMQP client traces protocol frames, and the connection handshake frame carries the
     // broker credentials; its trace level never reaches the log, whatever `RUST_LOG` says.
@@ -25,6 +29,7 @@ pub fn init(log: &LogSettings) -> Option<PrometheusHandle> {
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let installed = match log.format {
         LogFormat::Text => builder.try_init(),

@@ -559,7 +559,7 @@ mod tests {
 
     macro_rules! fixture {
         ($name:literal) => {
-            include_bytes!(concat!("../../../../shared/fixtures/customerio/", $name))
+            include_bytes!(concat!("../../../examples/payloads/customerio/", $name))
         };
     }
 

@@ -468,7 +468,7 @@ mod tests {
 
     macro_rules! fixture {
         ($name:literal) => {
-            include_bytes!(concat!("../../../../shared/fixtures/chameleon/", $name))
+            include_bytes!(concat!("../../../examples/payloads/chameleon/", $name))
         };
     }
 

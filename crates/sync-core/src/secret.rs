@@ -40,8 +40,9 @@ impl fmt::Display for Secret {
 }
 
 impl Serialize for Secret {
+    /// An unset secret shows as empty, so that `config check` tells set from unset.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(REDACTED)
+        serializer.serialize_str(if self.0.is_empty() { "" } else { REDACTED })
     }
 }
 
@@ -67,5 +68,6 @@ mod tests {
         assert_eq!(format!("{secret:?} {secret}"), "[redacted] [redacted]");
         assert_eq!(serde_json::to_string(&secret).unwrap(), "\"[redacted]\"");
         assert_eq!(secret.expose(), "hunter2");
+        assert_eq!(serde_json::to_string(&Secret::default()).unwrap(), "\"\"");
     }
 }

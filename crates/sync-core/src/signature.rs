@@ -189,7 +189,7 @@ mod tests {
 
     /// fixtures/README.md, file vector.
     const CIO_FILE_BODY: &[u8] =
-        include_bytes!("../../../../shared/fixtures/customerio/reporting-email-opened.json");
+        include_bytes!("../../../examples/payloads/customerio/reporting-email-opened.json");
     const CIO_FILE_SIG: &str = "b132c10367b65b22270163abdae3e1fc6895720c0e4cec437f028554556f47d0";
 
     const CHAM_SECRET: &str = "test-webhook-secret";
@@ -201,7 +201,7 @@ mod tests {
 
     /// fixtures/README.md, file vector; `sent_at` is 2026-12-02T12:00:05.120Z.
     const CHAM_FILE_BODY: &[u8] =
-        include_bytes!("../../../../shared/fixtures/chameleon/tour-started.json");
+        include_bytes!("../../../examples/payloads/chameleon/tour-started.json");
     const CHAM_FILE_SIG: &str = "9561cbf8cf19b22579e96c3448b554827368a1873eb67ac24c19e9c9a4b31063";
     const CHAM_FILE_NOW: i64 = 1_796_212_805;
 

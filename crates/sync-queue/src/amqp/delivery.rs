@@ -55,7 +55,7 @@ pub(crate) async fn consume(
             )));
         }
     };
-    tracing::info!(%queue, prefetch, "consumer subscribed");
+    tracing::debug!(%queue, prefetch, "consumer subscribed");
 
     let subscription = Subscription {
         _channel: channel,
@@ -113,7 +113,7 @@ impl Subscription {
                 ))
             }
             Some(Err(error)) => {
-                tracing::warn!(queue = %self.queue, cause = %error, "consumer stream broke");
+                tracing::debug!(queue = %self.queue, cause = %error, "consumer stream broke");
                 Err(QueueError::ConsumerEnded(format!(
                     "consumer of {} broke: {error}",
                     self.queue
@@ -178,7 +178,7 @@ impl Settle for AmqpSettle {
                     .await;
                 if published.is_ok() {
                     telemetry::dead_lettered(self.direction, &failure.reason);
-                    tracing::info!(
+                    tracing::debug!(
                         message_id = %envelope.message_id,
                         source = %envelope.source,
                         attempt = envelope.attempt,
