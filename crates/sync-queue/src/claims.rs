@@ -242,12 +242,20 @@ mod tests {
         assert_eq!(store.claim("k", "m1").await.unwrap(), Claim::New);
         assert_eq!(
             store.claim("k", "m2").await.unwrap(),
-            Claim::Duplicate {
+            Claim::Pending {
                 message_id: "m1".into()
-            }
+            },
+            "unconfirmed: the first copy may still fail"
         );
         store.release("k", "m1").await.unwrap();
         assert_eq!(store.claim("k", "m2").await.unwrap(), Claim::New);
+        store.confirm("k", "m2").await.unwrap();
+        assert_eq!(
+            store.claim("k", "m3").await.unwrap(),
+            Claim::Duplicate {
+                message_id: "m2".into()
+            }
+        );
     }
 
     #[tokio::test]
