@@ -277,6 +277,19 @@ async fn bad_requests_are_refused_and_queue_nothing() {
         .await
         .unwrap();
     assert_eq!(chameleon_unsigned.status(), 401);
+    // Signed, but not a JSON object at all: a shape error, not an authentication one.
+    let signed_array = http
+        .post(format!("{base}/v1/chameleon/webhooks"))
+        .header("content-type", "application/json")
+        .header(
+            "x-chameleon-signature",
+            sync_core::signature::sign_chameleon(support::WEBHOOK_SECRET, b"[1]"),
+        )
+        .body("[1]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_array.status(), 400);
     // Signed and fresh, but not a webhook: no `id` or `kind`.
     assert_eq!(
         daemon
