@@ -1,0 +1,133 @@
+//! The baseline of the receiver benchmark: what the broker alone gives. Concurrent publishers,
+//! each on its own confirm-mode channel of one connection, publish persistent `mandatory` 1 KiB
+//! messages to the run's exchange with the reporting routing key (so into the same quorum work
+//! queue the receiver fills) and wait for each confirm before the next publish. No HTTP, no
+//! signature check, no JSON parsing, no claim: the receiver can only be slower.
+
+use anyhow::{Context, bail};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Confirmation};
+use sync_core::Source;
+use sync_core::envelope::headers;
+use sync_queue::amqp::Topology;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::backend;
+use crate::cpu::{self, CpuUse};
+use crate::load::{Tally, Throughput, Window};
+use crate::payload;
+
+/// AMQP delivery mode of a message written to disk.
+const PERSISTENT: u8 = 2;
+
+/// Run `publishers` publish-and-confirm loops for the warm-up and the measured period.
+pub async fn run(
+    url: &str,
+    topology: &Topology,
+    publishers: usize,
+    body_bytes: usize,
+    window_of: impl FnOnce() -> Window,
+) -> anyhow::Result<(Throughput, CpuUse)> {
+    let connection = backend::connect(url).await?;
+    let mut channels = Vec::with_capacity(publishers);
+    for _ in 0..publishers.max(1) {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .context("cannot put a channel in confirm mode")?;
+        channels.push(channel);
+    }
+
+    // The window starts once every channel is open, so set-up is not measured.
+    let window = window_of();
+    let body = payload::reporting_event("bare", 1, body_bytes);
+    let mut tasks = JoinSet::new();
+    for (task, channel) in channels.into_iter().enumerate() {
+        let exchange = topology.exchange().to_owned();
+        let body = body.clone();
+        tasks.spawn(publish_loop(channel, exchange, body, task, window));
+    }
+    let cpu = tokio::spawn(cpu::over(window));
+    let mut tally = Tally::default();
+    while let Some(joined) = tasks.join_next().await {
+        tally.merge(joined.context("a bare publisher panicked")??);
+    }
+    let cpu = cpu.await.context("the CPU reader panicked")?;
+
+    let _ = connection.close(200, "bare baseline done".into()).await;
+    if tally.total_ok == 0 {
+        bail!("the bare baseline published nothing: {:?}", tally.errors);
+    }
+    Ok((tally.summary(&window), cpu))
+}
+
+async fn publish_loop(
+    channel: Channel,
+    exchange: String,
+    body: Vec<u8>,
+    task: usize,
+    window: Window,
+) -> anyhow::Result<Tally> {
+    let mut tally = Tally::default();
+    let options = BasicPublishOptions {
+        mandatory: true,
+        immediate: false,
+    };
+    let mut seq = 0u64;
+    while window.running() {
+        seq += 1;
+        let started = Instant::now();
+        let confirm = channel
+            .basic_publish(
+                exchange.as_str().into(),
+                Source::CustomerioReporting.routing_key().into(),
+                options,
+                &body,
+                properties(task, seq),
+            )
+            .await;
+        let confirmation = match confirm {
+            Ok(confirm) => confirm.await,
+            Err(err) => Err(err),
+        };
+        match confirmation {
+            Ok(Confirmation::Ack(None)) => tally.ok(&window, started, Instant::now()),
+            Ok(Confirmation::Ack(Some(_))) => tally.error("unroutable"),
+            Ok(Confirmation::Nack(_)) => tally.error("nacked"),
+            Ok(Confirmation::NotRequested) => bail!("a bare channel is not in confirm mode"),
+            // A broken channel would fail every later publish too.
+            Err(err) => return Err(err).context("bare publish failed"),
+        }
+    }
+    Ok(tally)
+}
+
+/// Persistent, with an id and the headers the receiver's messages carry, so both sides put
+/// frames of about the same size on the wire.
+fn properties(task: usize, seq: u64) -> BasicProperties {
+    let text = |value: &str| AMQPValue::LongString(LongString::from(value));
+    let message_id = ulid::Ulid::new().to_string();
+    let mut table = FieldTable::default();
+    table.insert(headers::MESSAGE_ID.into(), text(&message_id));
+    table.insert(
+        headers::SOURCE.into(),
+        text(Source::CustomerioReporting.routing_key()),
+    );
+    table.insert(
+        headers::RECEIVED_AT.into(),
+        text(&sync_core::time::format_ms(sync_core::time::now_ms())),
+    );
+    table.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(1));
+    table.insert(
+        headers::PROVIDER_EVENT_ID.into(),
+        text(&payload::event_id("bare", task, seq)),
+    );
+    BasicProperties::default()
+        .with_delivery_mode(PERSISTENT)
+        .with_content_type("application/json".into())
+        .with_message_id(message_id.as_str().into())
+        .with_headers(table)
+}

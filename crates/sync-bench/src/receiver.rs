@@ -1,0 +1,407 @@
+//! The receiver benchmark: [`sync_receiver::router`] served in-process on a loopback port over a
+//! real queue with no consumer, and concurrent keep-alive HTTP clients posting signed Customer.io
+//! reporting events, each with its own `event_id`, for a warm-up and then a measured period. It
+//! runs once without the dedupe claim store and once with it, and beside them the bare lapin loop
+//! of [`crate::bare`] on the same broker, so that the ratio receiver/bare says how much of the
+//! broker's speed the receiver keeps.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use sync_core::signature::sign_customerio;
+use sync_core::{Direction, Readiness, Secret};
+use sync_queue::claims::ClaimStore;
+use sync_receiver::{AppState, ReceiverConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::RunQueue;
+use crate::bare;
+use crate::cli::{Backend, ReceiverArgs};
+use crate::cpu::{self, CpuUse};
+use crate::load::{Tally, Throughput, Window};
+use crate::machine::Machine;
+use crate::payload::{self, ReportingBodies};
+use crate::scratch::Scratch;
+
+/// The endpoint token of the benchmark's receiver.
+pub const ENDPOINT_TOKEN: &str = "bench-endpoint-token-0001";
+/// The reporting webhook signing key of the benchmark's receiver.
+pub const SIGNING_KEY: &str = "bench-signing-key";
+
+/// The speed the receiver should keep, as a share of the bare broker's.
+pub const TARGET_RATIO: f64 = 0.8;
+
+/// People the events are spread over (it changes nothing in the receiver; it keeps bodies
+/// realistic).
+const PEOPLE: usize = 5_000;
+
+/// Everything one `receiver` command measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReceiverReport {
+    pub machine: Machine,
+    pub backend: Backend,
+    pub clients: usize,
+    pub body_bytes: usize,
+    pub warmup_secs: f64,
+    pub duration_secs: f64,
+    /// The bare lapin publish loop (RabbitMQ only).
+    pub bare: Option<Baseline>,
+    pub runs: Vec<ReceiverRun>,
+}
+
+/// The bare lapin loop's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct Baseline {
+    pub publishers: usize,
+    /// Confirmed messages.
+    pub published: Throughput,
+    /// Where the CPU went during the measured period.
+    pub cpu: CpuUse,
+    /// CPU microseconds per confirmed message, by component.
+    pub cpu_micros_per_message: BTreeMap<String, f64>,
+}
+
+/// One receiver run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReceiverRun {
+    /// Whether the dedupe claim store was on.
+    pub claims: bool,
+    /// Accepted (`202`) requests.
+    pub accepted: Throughput,
+    /// Messages in the work queue afterwards (RabbitMQ only); equals `accepted.total` when
+    /// nothing was lost or queued twice.
+    pub queued: Option<u32>,
+    /// Accepted requests/s over the bare loop's messages/s.
+    pub ratio_to_bare: Option<f64>,
+    /// Where the CPU went during the measured period.
+    pub cpu: CpuUse,
+    /// CPU microseconds per accepted request, by component.
+    pub cpu_micros_per_request: BTreeMap<String, f64>,
+}
+
+/// Run the benchmark as the arguments say.
+pub async fn run(args: &ReceiverArgs) -> anyhow::Result<ReceiverReport> {
+    let mut machine = Machine::at_start();
+    let window = || Window::starting_now(args.warmup, args.duration);
+
+    // The baseline first, on a prefix of its own.
+    let bare_publishers = args.bare_publishers.unwrap_or(args.clients);
+    let bare = if args.backend == Backend::Amqp && !args.no_bare {
+        eprintln!(
+            "bare lapin loop: {} publishers, {} s warm-up, {} s measured",
+            bare_publishers,
+            args.warmup.as_secs_f64(),
+            args.duration.as_secs_f64()
+        );
+        let run_queue = RunQueue::open(Backend::Amqp, &args.amqp_url, "bare").await?;
+        let topology = run_queue
+            .topology()
+            .cloned()
+            .context("the amqp backend has a topology")?;
+        let measured = bare::run(
+            &args.amqp_url,
+            &topology,
+            bare_publishers,
+            args.body_bytes,
+            window,
+        )
+        .await;
+        run_queue.remove().await?;
+        let (published, cpu) = measured?;
+        Some(Baseline {
+            publishers: bare_publishers,
+            cpu_micros_per_message: cpu.micros_per(published.measured),
+            published,
+            cpu,
+        })
+    } else {
+        None
+    };
+
+    let mut runs = Vec::new();
+    for claims in args.claims.runs() {
+        eprintln!(
+            "receiver on {}, claim store {}: {} clients, {} s warm-up, {} s measured",
+            args.backend.as_str(),
+            if claims { "on" } else { "off" },
+            args.clients,
+            args.warmup.as_secs_f64(),
+            args.duration.as_secs_f64()
+        );
+        let (accepted, cpu, queued) = run_once(args, claims, window).await?;
+        let ratio_to_bare = bare
+            .as_ref()
+            .filter(|bare| bare.published.per_second > 0.0)
+            .map(|bare| accepted.per_second / bare.published.per_second);
+        runs.push(ReceiverRun {
+            claims,
+            cpu_micros_per_request: cpu.micros_per(accepted.measured),
+            accepted,
+            queued,
+            ratio_to_bare,
+            cpu,
+        });
+    }
+
+    machine.finish();
+    Ok(ReceiverReport {
+        machine,
+        backend: args.backend,
+        clients: args.clients,
+        body_bytes: args.body_bytes,
+        warmup_secs: args.warmup.as_secs_f64(),
+        duration_secs: args.duration.as_secs_f64(),
+        bare,
+        runs,
+    })
+}
+
+/// One receiver run on a fresh queue: the accepted requests, the CPU used, and the work
+/// queue's depth after.
+async fn run_once(
+    args: &ReceiverArgs,
+    claims: bool,
+    window_of: impl FnOnce() -> Window,
+) -> anyhow::Result<(Throughput, CpuUse, Option<u32>)> {
+    // The receiver gets a runtime of its own, as in the daemon, with one worker per core; the
+    // load tasks stay on the benchmark's runtime, so their CPU can be told apart. The queue is
+    // opened on the receiver's runtime, so the tasks its client spawns run there too.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(cpu::RECEIVER_THREAD)
+        .enable_all()
+        .build()
+        .context("cannot start the receiver's runtime")?;
+    let (backend, url) = (args.backend, args.amqp_url.clone());
+    let run_queue = runtime
+        .spawn(async move { RunQueue::open(backend, &url, "receiver").await })
+        .await
+        .context("opening the queue panicked")??;
+
+    // The claim file lives as long as this run; the folder goes when `claim_dir` drops.
+    let claim_dir = if claims {
+        Some(Scratch::new("claims")?)
+    } else {
+        None
+    };
+    let claims = match &claim_dir {
+        Some(dir) => Some(
+            ClaimStore::open(
+                &dir.path().join("seen.sqlite3"),
+                "bench",
+                Duration::from_secs(7 * 24 * 3600),
+            )
+            .context("cannot open the claim store")?,
+        ),
+        None => None,
+    };
+    let state = AppState {
+        config: Arc::new(receiver_config()),
+        queue: run_queue.queue.clone(),
+        readiness: Arc::new(Readiness::new()),
+        metrics: None,
+        claims,
+    };
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let server = runtime.spawn({
+        let stop = stop.clone();
+        let app = sync_receiver::router(state);
+        async move {
+            let listener = TcpListener::from_std(listener)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    });
+
+    let loaded = load(args, &format!("http://{address}"), window_of).await;
+
+    stop.cancel();
+    let served = server.await;
+    let queued = run_queue.depth(Direction::Inbound).await;
+    let removed = run_queue.remove().await;
+    runtime.shutdown_background();
+    served
+        .context("the receiver task panicked")?
+        .context("the receiver stopped serving")?;
+    removed?;
+    let (accepted, cpu) = loaded?;
+    Ok((accepted, cpu, queued?))
+}
+
+/// The receiver's settings: defaults, the benchmark's token and signing key.
+pub fn receiver_config() -> ReceiverConfig {
+    ReceiverConfig {
+        customerio_endpoint_token: Secret::new(ENDPOINT_TOKEN),
+        customerio_signing_keys: vec![Secret::new(SIGNING_KEY)],
+        ..ReceiverConfig::default()
+    }
+}
+
+/// Post from `args.clients` keep-alive clients until the window ends.
+async fn load(
+    args: &ReceiverArgs,
+    base: &str,
+    window_of: impl FnOnce() -> Window,
+) -> anyhow::Result<(Throughput, CpuUse)> {
+    let http = reqwest::Client::builder()
+        .http1_only()
+        .tcp_nodelay(true)
+        .no_proxy()
+        .pool_max_idle_per_host(args.clients)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let url = format!("{base}/v1/customerio/{ENDPOINT_TOKEN}/reporting");
+    let run = ulid::Ulid::new().to_string().to_lowercase();
+
+    let window = window_of();
+    let mut tasks = JoinSet::new();
+    for task in 0..args.clients.max(1) {
+        let client = Client {
+            http: http.clone(),
+            url: url.clone(),
+            run: run.clone(),
+            task,
+            bodies: ReportingBodies::new(payload::event_id(&run, 0, 0).len(), args.body_bytes),
+        };
+        tasks.spawn(client.post_until(window));
+    }
+    let cpu = tokio::spawn(cpu::over(window));
+    let mut tally = Tally::default();
+    while let Some(joined) = tasks.join_next().await {
+        tally.merge(joined.context("an HTTP client task panicked")?);
+    }
+    let cpu = cpu.await.context("the CPU reader panicked")?;
+    if tally.total_ok == 0 {
+        bail!("the receiver accepted nothing: {:?}", tally.errors);
+    }
+    Ok((tally.summary(&window), cpu))
+}
+
+/// One keep-alive HTTP client.
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    run: String,
+    task: usize,
+    bodies: ReportingBodies,
+}
+
+impl Client {
+    async fn post_until(self, window: Window) -> Tally {
+        let mut tally = Tally::default();
+        let mut seq = 0u64;
+        while window.running() {
+            seq += 1;
+            let event_id = payload::event_id(&self.run, self.task, seq);
+            let person = (self.task * 7_919 + seq as usize) % PEOPLE;
+            let body = self.bodies.render(&event_id, person);
+            let timestamp = (sync_core::time::now_ms() / 1000).to_string();
+            let signature = sign_customerio(SIGNING_KEY, &timestamp, &body);
+
+            let started = Instant::now();
+            let sent = self
+                .http
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .header("x-cio-timestamp", timestamp)
+                .header("x-cio-signature", signature)
+                .body(body)
+                .send()
+                .await;
+            // The answer is read to its end so the connection goes back to the pool.
+            let status = match sent {
+                Ok(answer) => {
+                    let status = answer.status().as_u16();
+                    answer.bytes().await.map(|_| status)
+                }
+                Err(err) => Err(err),
+            };
+            match status {
+                Ok(202) => tally.ok(&window, started, Instant::now()),
+                Ok(status) => tally.error(format!("status {status}")),
+                Err(_) => tally.error("transport"),
+            }
+        }
+        tally
+    }
+}
+
+impl ReceiverReport {
+    /// The readable summary.
+    pub fn summary(&self) -> String {
+        let mut lines = vec![
+            format!(
+                "receiver benchmark on {} ({} clients, {} B bodies, {} s warm-up, {} s measured)",
+                self.backend.as_str(),
+                self.clients,
+                self.body_bytes,
+                self.warmup_secs,
+                self.duration_secs
+            ),
+            format!("  machine: {}", self.machine.summary()),
+        ];
+        if let Some(bare) = &self.bare {
+            lines.push(format!(
+                "  bare lapin loop ({} publishers): {}",
+                bare.publishers,
+                bare.published.line("messages")
+            ));
+            lines.push(format!("    cpu: {}", bare.cpu.line()));
+            lines.push(format!(
+                "    cpu per message: {}",
+                micros_line(&bare.cpu_micros_per_message)
+            ));
+        }
+        for run in &self.runs {
+            let label = if run.claims {
+                "receiver, claims on: "
+            } else {
+                "receiver, claims off:"
+            };
+            lines.push(format!("  {label} {}", run.accepted.line("requests")));
+            lines.push(format!("    cpu: {}", run.cpu.line()));
+            lines.push(format!(
+                "    cpu per request: {}",
+                micros_line(&run.cpu_micros_per_request)
+            ));
+            if let Some(queued) = run.queued {
+                lines.push(format!(
+                    "    queued afterwards: {queued} (accepted in all: {})",
+                    run.accepted.total
+                ));
+            }
+            if let Some(ratio) = run.ratio_to_bare {
+                let verdict = if ratio >= TARGET_RATIO {
+                    "target met"
+                } else {
+                    "below target"
+                };
+                lines.push(format!(
+                    "    ratio receiver/bare: {ratio:.2} ({verdict}: >= {TARGET_RATIO})"
+                ));
+            }
+        }
+        lines.join("\n")
+    }
+}
+
+/// `broker 95 us, load 60 us, receiver 80 us`.
+fn micros_line(micros: &BTreeMap<String, f64>) -> String {
+    let parts: Vec<String> = micros
+        .iter()
+        .filter(|(_, us)| **us > 0.0)
+        .map(|(name, us)| format!("{name} {us:.0} us"))
+        .collect();
+    parts.join(", ")
+}

@@ -1,0 +1,70 @@
+//! Short receiver runs: every accepted request is in the queue once, on both backends, with and
+//! without the claim store.
+
+use std::time::Duration;
+
+use sync_bench::cli::{Backend, Claims, ReceiverArgs};
+use sync_bench::receiver;
+
+use crate::support::require_broker;
+
+fn args(backend: Backend, amqp_url: &str) -> ReceiverArgs {
+    ReceiverArgs {
+        backend,
+        amqp_url: amqp_url.to_owned(),
+        clients: 8,
+        body_bytes: 1024,
+        warmup: Duration::from_millis(200),
+        duration: Duration::from_secs(1),
+        claims: Claims::Both,
+        no_bare: false,
+        bare_publishers: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_runs_queue_every_accepted_request_and_compare_with_the_bare_loop() {
+    let url = require_broker().await;
+    let report = receiver::run(&args(Backend::Amqp, url)).await.unwrap();
+
+    let bare = &report.bare.as_ref().expect("the bare loop ran").published;
+    assert!(bare.total > 0 && bare.errors == 0, "{bare:?}");
+    assert_eq!(report.runs.len(), 2);
+    assert_eq!(
+        report.runs.iter().map(|run| run.claims).collect::<Vec<_>>(),
+        [false, true]
+    );
+    for run in &report.runs {
+        assert_eq!(run.accepted.errors, 0, "{run:?}");
+        assert!(run.accepted.measured > 0, "{run:?}");
+        assert_eq!(
+            run.queued,
+            Some(u32::try_from(run.accepted.total).unwrap()),
+            "each accepted request is queued exactly once"
+        );
+        let ratio = run.ratio_to_bare.expect("a ratio to the bare loop");
+        assert!(run.cpu.components["receiver"] > 0.0, "{:?}", run.cpu);
+        assert!((ratio - run.accepted.per_second / bare.per_second).abs() < 1e-9);
+    }
+    let summary = report.summary();
+    assert!(summary.contains("bare lapin loop"), "{summary}");
+    assert!(summary.contains("ratio receiver/bare"), "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_runs_need_no_broker_and_have_no_baseline() {
+    let mut args = args(Backend::Embedded, "amqp://127.0.0.1:1/%2f");
+    args.claims = Claims::On;
+    let report = receiver::run(&args).await.unwrap();
+    assert!(report.bare.is_none());
+    let [run] = report.runs.as_slice() else {
+        panic!("one run expected: {:?}", report.runs);
+    };
+    assert!(run.claims);
+    assert_eq!(run.accepted.errors, 0, "{run:?}");
+    assert!(run.accepted.measured > 0);
+    assert_eq!(run.ratio_to_bare, None);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["backend"], "embedded");
+    assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
+}
