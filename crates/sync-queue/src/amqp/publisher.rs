@@ -15,8 +15,9 @@ use tokio::time::{Instant, timeout_at};
 use super::link::{Link, unavailable};
 use crate::QueueError;
 
-/// Publishes in flight at once; more wait for a channel.
-const CHANNELS: usize = 32;
+/// Publishes in flight at once; more wait for a channel. Enough for the receiver's concurrent
+/// requests to keep the quorum queue confirming in large groups.
+const CHANNELS: usize = 128;
 
 /// Where one message goes: an exchange and a routing key (the default exchange `""` routes
 /// straight to the queue named by the key).
