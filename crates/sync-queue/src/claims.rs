@@ -106,68 +106,81 @@ impl ClaimStore {
 
     /// Claim `key` for `message_id`; a new claim is pending until confirmed.
     pub async fn claim(&self, key: &str, message_id: &str) -> Result<Claim, QueueError> {
-        let store = self.clone();
         let (key, message_id) = (key.to_owned(), message_id.to_owned());
-        tokio::task::spawn_blocking(move || store.claim_blocking(&key, &message_id))
-            .await
-            .map_err(|err| QueueError::Other(format!("claim task failed: {err}")))?
+        self.blocking("claim", move |store| {
+            store.claim_blocking(&key, &message_id)
+        })
+        .await
     }
 
     /// The message of a claim is queued: later copies are duplicates.
     pub async fn confirm(&self, key: &str, message_id: &str) -> Result<(), QueueError> {
-        let store = self.clone();
         let (key, message_id) = (key.to_owned(), message_id.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let conn = store.conn.lock().unwrap_or_else(PoisonError::into_inner);
-            conn.execute(
-                "UPDATE claims SET confirmed = 1, claimed_at = ?4
+        self.blocking("confirm", move |store| {
+            store
+                .lock()
+                .execute(
+                    "UPDATE claims SET confirmed = 1, claimed_at = ?4
                  WHERE scope = ?1 AND key = ?2 AND message_id = ?3",
-                params![store.scope, key, message_id, sync_core::time::now_ms()],
-            )
-            .map(|_| ())
-            .map_err(sqlite)
+                    params![store.scope, key, message_id, sync_core::time::now_ms()],
+                )
+                .map(|_| ())
+                .map_err(sqlite)
         })
         .await
-        .map_err(|err| QueueError::Other(format!("confirm task failed: {err}")))?
     }
 
     /// Give a claim back (its message could not be queued).
     pub async fn release(&self, key: &str, message_id: &str) -> Result<(), QueueError> {
-        let store = self.clone();
         let (key, message_id) = (key.to_owned(), message_id.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let conn = store.conn.lock().unwrap_or_else(PoisonError::into_inner);
-            conn.execute(
-                "DELETE FROM claims WHERE scope = ?1 AND key = ?2 AND message_id = ?3",
-                params![store.scope, key, message_id],
-            )
-            .map(|_| ())
-            .map_err(sqlite)
+        self.blocking("release", move |store| {
+            store
+                .lock()
+                .execute(
+                    "DELETE FROM claims WHERE scope = ?1 AND key = ?2 AND message_id = ?3",
+                    params![store.scope, key, message_id],
+                )
+                .map(|_| ())
+                .map_err(sqlite)
         })
         .await
-        .map_err(|err| QueueError::Other(format!("release task failed: {err}")))?
     }
 
     /// Whether `message_id` was already delivered upstream: a redelivery after an
     /// acknowledgement was lost (a broker restart, a crash between sending and acking).
     pub async fn was_delivered(&self, message_id: &str) -> Result<bool, QueueError> {
-        let store = self.clone();
         let key = format!("delivered:{message_id}");
-        tokio::task::spawn_blocking(move || {
+        self.blocking("delivery log", move |store| {
             let fresh_after = sync_core::time::now_ms().saturating_sub(store.window_ms);
-            let conn = store.conn.lock().unwrap_or_else(PoisonError::into_inner);
-            conn.query_row(
-                "SELECT 1 FROM claims
+            store
+                .lock()
+                .query_row(
+                    "SELECT 1 FROM claims
                  WHERE scope = ?1 AND key = ?2 AND claimed_at >= ?3 AND confirmed = 1",
-                params![store.scope, key, fresh_after],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|found| found.is_some())
-            .map_err(sqlite)
+                    params![store.scope, key, fresh_after],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map(|found| found.is_some())
+                .map_err(sqlite)
         })
         .await
-        .map_err(|err| QueueError::Other(format!("delivery log task failed: {err}")))?
+    }
+
+    /// Run `work` on a blocking thread, off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        work: impl FnOnce(&ClaimStore) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|err| QueueError::Other(format!("{what} task failed: {err}")))?
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Record that `message_id` was delivered upstream, so a redelivery is not sent again.
@@ -180,7 +193,7 @@ impl ClaimStore {
     fn claim_blocking(&self, key: &str, message_id: &str) -> Result<Claim, QueueError> {
         let now = sync_core::time::now_ms();
         let fresh_after = now.saturating_sub(self.window_ms);
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut conn = self.lock();
         let tx = conn.transaction().map_err(sqlite)?;
 
         let existing: Option<(String, i64, bool)> = tx
@@ -297,5 +310,18 @@ mod tests {
             }
         }
         assert_eq!(new, 1);
+    }
+
+    #[tokio::test]
+    async fn delivered_messages_are_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seen.sqlite3");
+        let store = ClaimStore::open(&path, "a", Duration::from_secs(60)).unwrap();
+        assert!(!store.was_delivered("m1").await.unwrap());
+        store.mark_delivered("m1").await.unwrap();
+        assert!(store.was_delivered("m1").await.unwrap());
+        assert!(!store.was_delivered("m2").await.unwrap());
+        let other_scope = ClaimStore::open(&path, "b", Duration::from_secs(60)).unwrap();
+        assert!(!other_scope.was_delivered("m1").await.unwrap());
     }
 }
