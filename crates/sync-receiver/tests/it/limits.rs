@@ -211,3 +211,57 @@ async fn a_trickled_request_head_is_cut_off() {
         started.elapsed()
     );
 }
+
+/// Requests beyond `max_concurrent_requests` are refused with `503` and `Retry-After` at once,
+/// instead of queueing without bound; the ones in progress are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_concurrency_cap_get_503_with_retry_after() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut config = server::config(MAX_BODY, Duration::from_secs(30));
+    config.max_concurrent_requests = 2;
+    let receiver = Receiver::start(config).await;
+
+    // Two requests that hold their permits: headers sent, body promised but not yet sent.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(receiver.addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST {} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n",
+            Route::Profiles.path()
+        );
+        stream.write_all(head.as_bytes()).await.expect("write head");
+        held.push(stream);
+    }
+    // Give the server a moment to start handling both (they are waiting for their bodies).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let request = Request::post(Route::Profiles.path(), "{}");
+    let answer = wire::send(receiver.addr, &request, CLIENT_DEADLINE)
+        .await
+        .expect("an answer");
+    assert_eq!(answer.status, 503, "{}", answer.head);
+    assert!(
+        answer.head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{}",
+        answer.head
+    );
+
+    // The held requests finish normally once their bodies arrive.
+    for mut stream in held {
+        stream.write_all(b"{}").await.expect("write body");
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(CLIENT_DEADLINE, stream.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            text.starts_with("HTTP/1.1 4") || text.starts_with("HTTP/1.1 2"),
+            "{text}"
+        );
+        assert!(!text.starts_with("HTTP/1.1 503"), "{text}");
+    }
+}
