@@ -4,7 +4,11 @@
 use std::io::IsTerminal;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use tracing::{Level, Metadata};
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, fmt};
 
 use crate::settings::{LogFormat, LogSettings};
 
@@ -14,27 +18,21 @@ pub fn init(log: &LogSettings) -> Option<PrometheusHandle> {
     // lapin reports an expected channel close at shutdown as an error; the queue backend logs
     // what operators need about the broker itself.
     let default = format!("{},hyper=warn,reqwest=warn,lapin=off,h2=warn", log.level);
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // The AMQP client traces protocol frames, and the connection handshake frame carries the
-    // broker credentials; its trace level never reaches the log, whatever `RUST_LOG` says.
-    for target in [
-        "lapin",
-        "amq_protocol",
-        "amq_protocol_tcp",
-        "amq_protocol_uri",
-    ] {
-        if let Ok(directive) = format!("{target}=debug").parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let output = fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let installed = match log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let output = match log.format {
+        LogFormat::Text => output.boxed(),
+        LogFormat::Json => output.json().boxed(),
     };
+    let installed = tracing_subscriber::registry()
+        .with(
+            output
+                .with_filter(filter)
+                .with_filter(filter_fn(not_amqp_frames)),
+        )
+        .try_init();
     if let Err(err) = installed {
         eprintln!("cio-chameleon-sync: logs not set up: {err}");
     }
@@ -46,4 +44,12 @@ pub fn init(log: &LogSettings) -> Option<PrometheusHandle> {
             None
         }
     }
+}
+
+/// The AMQP client traces protocol frames, and the connection handshake frame carries the broker
+/// credentials: its trace events never reach the log, whatever `RUST_LOG` says.
+fn not_amqp_frames(metadata: &Metadata<'_>) -> bool {
+    let target = metadata.target();
+    let amqp_client = target.starts_with("lapin") || target.starts_with("amq_protocol");
+    !(amqp_client && *metadata.level() == Level::TRACE)
 }
