@@ -205,6 +205,12 @@ impl ChameleonClient {
             .await
     }
 
+    /// Waits until the rate budget would admit a request at once, without taking the turn, so
+    /// that a batch built afterwards carries everything gathered while the budget was spent.
+    pub async fn ready(&self) {
+        self.inner.transport.ready().await;
+    }
+
     /// How long the whole client stays paused by a `429`, if it is.
     pub fn pause_remaining(&self) -> Option<Duration> {
         self.inner.transport.pause_remaining()

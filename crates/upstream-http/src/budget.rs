@@ -56,6 +56,11 @@ pub struct Budget {
     in_flight: Option<Semaphore>,
     /// End of the current pause, in the clock's nanoseconds; zero when never paused.
     paused_until: AtomicU64,
+    /// The even spacing between two requests.
+    period: Duration,
+    /// When the last request was admitted, in the clock's nanoseconds plus one; zero before the
+    /// first.
+    last_admitted: AtomicU64,
 }
 
 impl Budget {
@@ -76,6 +81,8 @@ impl Budget {
             clock,
             in_flight: max_in_flight.map(|n| Semaphore::new(n.max(1))),
             paused_until: AtomicU64::new(0),
+            period,
+            last_admitted: AtomicU64::new(0),
         }
     }
 
@@ -92,9 +99,41 @@ impl Budget {
 
             // A 429 that arrived while this request waited for its turn holds it back too.
             if self.pause_remaining().is_none() {
+                let now = self.clock.nanos().saturating_add(1);
+                self.last_admitted.fetch_max(now, Ordering::AcqRel);
                 return Admission { _slot: slot };
             }
         }
+    }
+
+    /// Waits until a request would be admitted at once, without taking the turn: no pause, a
+    /// free in-flight slot, and the paced spacing since the last admitted request passed. A
+    /// batch that is built only then carries everything gathered while the budget was spent;
+    /// another caller may still take the turn first, and then `admit` waits as usual.
+    pub async fn ready(&self) {
+        loop {
+            self.wait_out_pause().await;
+            if let Some(semaphore) = &self.in_flight {
+                // Never closed; taking and giving back a slot only waits for one to be free.
+                drop(semaphore.acquire().await);
+            }
+            match self.until_next_turn() {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None if self.pause_remaining().is_none() => return,
+                None => {}
+            }
+        }
+    }
+
+    /// How long until the paced spacing since the last admitted request has passed.
+    fn until_next_turn(&self) -> Option<Duration> {
+        let last = self.last_admitted.load(Ordering::Acquire);
+        if last == 0 {
+            return None;
+        }
+        let next = (last - 1).saturating_add(saturating_nanos(self.period));
+        let now = self.clock.nanos();
+        (next > now).then(|| Duration::from_nanos(next - now))
     }
 
     /// Pauses every request for `wait` from now, unless a longer pause is already set. Returns
@@ -201,6 +240,47 @@ mod tests {
         budget.pause(Duration::from_secs(100));
         assert!(waiter.await.is_ok());
         assert!(started.elapsed() >= Duration::from_secs(110));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_waits_for_the_next_paced_turn_without_taking_it() {
+        let budget = per_minute(60, Some(1));
+        let started = Instant::now();
+        budget.ready().await;
+        assert_eq!(started.elapsed(), Duration::ZERO, "nothing sent yet");
+
+        drop(budget.admit().await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        budget.ready().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+
+        // The turn was not taken: admitting now does not wait.
+        let before = Instant::now();
+        drop(budget.admit().await);
+        assert_eq!(before.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_waits_out_a_pause_and_a_busy_slot() {
+        let budget = Arc::new(per_minute(60_000, Some(1)));
+        budget.pause(Duration::from_secs(5));
+        let started = Instant::now();
+        budget.ready().await;
+        assert!(started.elapsed() >= Duration::from_secs(5));
+
+        let held = budget.admit().await;
+        let waiter = {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move { budget.ready().await })
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!waiter.is_finished(), "ready while the only slot is taken");
+        drop(held);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), waiter)
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test(start_paused = true)]

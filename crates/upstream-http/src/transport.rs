@@ -231,6 +231,12 @@ impl<U: Upstream> Transport<U> {
         answer
     }
 
+    /// Waits until the budget would admit a request at once, without taking the turn (see
+    /// [`Budget::ready`]).
+    pub async fn ready(&self) {
+        self.budget.ready().await;
+    }
+
     /// How long the whole client stays paused by a `429`, if it is.
     pub fn pause_remaining(&self) -> Option<Duration> {
         self.budget.pause_remaining()
