@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use crate::{DeadFilter, DeadLetter, DeliveryStream, Queue, QueueError};
 
+mod acks;
 mod codec;
 mod dead;
 mod delivery;

@@ -29,7 +29,7 @@ pub mod embedded;
 mod telemetry;
 
 /// A failure of the queue itself (not of a message's delivery).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum QueueError {
     /// The broker or database cannot be reached, or the call timed out: try again later.
     #[error("queue unavailable: {0}")]

@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Acker, Channel, Consumer};
 use sync_core::time::now_ms;
 use sync_core::{Direction, Envelope, Settlement};
-use tokio::time::{Instant, timeout_at};
+use tokio::time::timeout_at;
 
+use super::acks::Acks;
 use super::link::unavailable;
 use super::publisher::Route;
 use super::{Shared, codec};
@@ -58,6 +59,7 @@ pub(crate) async fn consume(
     tracing::debug!(%queue, prefetch, "consumer subscribed");
 
     let subscription = Subscription {
+        acks: Acks::start(shared.operation_timeout),
         _channel: channel,
         consumer,
         shared,
@@ -76,6 +78,7 @@ pub(crate) async fn consume(
 /// One subscription. It owns its channel: dropping the stream closes the channel, and the broker
 /// puts every unsettled message back on the queue.
 struct Subscription {
+    acks: Arc<Acks>,
     _channel: Channel,
     consumer: Consumer,
     shared: Arc<Shared>,
@@ -101,7 +104,10 @@ impl Subscription {
                     redelivered = message.redelivered,
                     "message delivered"
                 );
+                self.acks.opened(message.delivery_tag);
                 let settle = AmqpSettle {
+                    tag: message.delivery_tag,
+                    acks: Arc::clone(&self.acks),
                     acker: message.acker,
                     shared: self.shared.clone(),
                     direction: self.direction,
@@ -130,8 +136,16 @@ impl Subscription {
     }
 }
 
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.acks.close();
+    }
+}
+
 /// Settles one delivery: ack, or publish a retry copy / dead letter and then ack.
 struct AmqpSettle {
+    tag: u64,
+    acks: Arc<Acks>,
     acker: Acker,
     shared: Arc<Shared>,
     direction: Direction,
@@ -144,7 +158,40 @@ impl Settle for AmqpSettle {
         envelope: Envelope,
         settlement: Settlement,
     ) -> Result<(), QueueError> {
+        // The copy step is boxed: its publish future is large, and an ack (by far the most
+        // common settlement, thousands at once when a batch is settled) need not carry it.
         let copied = match settlement {
+            Settlement::Ack => Ok(()),
+            copy => Box::pin(self.copy(&envelope, copy)).await,
+        };
+
+        // The copy is not safely queued: hand the original back to the queue now instead of
+        // holding it until the consumer goes away. A requeue counts toward the delivery limit.
+        if let Err(error) = copied {
+            tracing::warn!(
+                message_id = %envelope.message_id,
+                cause = %error,
+                "settlement failed, message requeued"
+            );
+            let requeue = BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            };
+            let _ = timeout_at(self.shared.deadline(), self.acker.nack(requeue)).await;
+            // Only now may a `multiple` ack of the others cover this tag.
+            self.acks.forget(self.tag);
+            return Err(error);
+        }
+        self.acks
+            .ack(self.tag, self.acker, self.shared.deadline())
+            .await
+    }
+}
+
+impl AmqpSettle {
+    /// Publish the retry copy or the dead letter a settlement asks for, confirmed.
+    async fn copy(&self, envelope: &Envelope, settlement: Settlement) -> Result<(), QueueError> {
+        match settlement {
             Settlement::Ack => Ok(()),
             Settlement::Retry { delay, failure } => {
                 let tier = self.shared.topology.tier_for(delay);
@@ -170,7 +217,7 @@ impl Settle for AmqpSettle {
             }
             Settlement::Dead(failure) => {
                 let queue = self.shared.topology.dead_queue(self.direction);
-                let properties = codec::dead_properties(&envelope, &failure, now_ms());
+                let properties = codec::dead_properties(envelope, &failure, now_ms());
                 let published = self
                     .shared
                     .publisher
@@ -189,36 +236,6 @@ impl Settle for AmqpSettle {
                 }
                 published.map_err(|(_, error)| error)
             }
-        };
-
-        // The copy is not safely queued: hand the original back to the queue now instead of
-        // holding it until the consumer goes away. A requeue counts toward the delivery limit.
-        if let Err(error) = copied {
-            tracing::warn!(
-                message_id = %envelope.message_id,
-                cause = %error,
-                "settlement failed, message requeued"
-            );
-            let requeue = BasicNackOptions {
-                multiple: false,
-                requeue: true,
-            };
-            let _ = timeout_at(self.shared.deadline(), self.acker.nack(requeue)).await;
-            return Err(error);
         }
-        ack(&self.acker, self.shared.deadline()).await
-    }
-}
-
-async fn ack(acker: &Acker, deadline: Instant) -> Result<(), QueueError> {
-    match timeout_at(deadline, acker.ack(BasicAckOptions::default())).await {
-        Ok(Ok(true)) => Ok(()),
-        Ok(Ok(false)) => Err(QueueError::Unavailable(
-            "the delivery's channel closed before the ack; the broker delivers it again".into(),
-        )),
-        Ok(Err(error)) => Err(unavailable("acknowledging a delivery", &error)),
-        Err(_) => Err(QueueError::Unavailable(
-            "acknowledging a delivery timed out".into(),
-        )),
     }
 }

@@ -495,3 +495,47 @@ fn rabbitmqctl(args: &[&str]) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_acked_out_of_order_around_a_held_delivery_is_all_settled() {
+    let scratch = Scratch::new().await;
+    let queue: Arc<dyn Queue> = Arc::new(scratch.queue().await);
+    const COUNT: usize = 200;
+    for n in 0..COUNT {
+        publish(
+            &queue,
+            &envelope(Source::ChameleonWebhook, &format!("m{n}")),
+        )
+        .await;
+    }
+    let mut stream = subscribe(&queue, Direction::Outbound, COUNT as u16).await;
+    let mut deliveries = Vec::new();
+    for n in 0..COUNT {
+        deliveries.push(Some(
+            next(&mut stream, &timing(), &format!("delivery {n}")).await,
+        ));
+    }
+
+    // One delivery early in the window stays unsettled; the rest are acked at once, in an order
+    // unrelated to their tags (37 and 200 share no factor, so this visits every index once).
+    let held = deliveries[50].take().expect("delivery 50");
+    let acks = (0..COUNT)
+        .map(|i| (i * 37) % COUNT)
+        .filter_map(|i| deliveries[i].take())
+        .map(|delivery| settle(delivery, Settlement::Ack));
+    futures::future::join_all(acks).await;
+
+    // The channel is still open and its window has room: a new message comes on the same stream.
+    let late = envelope(Source::ChameleonWebhook, "late");
+    publish(&queue, &late).await;
+    let delivery = next(&mut stream, &timing(), "the late message").await;
+    assert_eq!(delivery.envelope.message_id, late.message_id);
+    settle(delivery, Settlement::Ack).await;
+    settle(held, Settlement::Ack).await;
+    drop(stream);
+
+    // Every ack reached the broker: a new subscription gets nothing back.
+    let mut stream = subscribe(&queue, Direction::Outbound, COUNT as u16).await;
+    assert_quiet(&mut stream, &timing()).await;
+    queue.close().await;
+}
