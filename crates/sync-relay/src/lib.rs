@@ -32,6 +32,14 @@ pub struct RelayConfig {
     pub batch_linger: Duration,
 }
 
+impl RelayConfig {
+    /// The consumer's prefetch: `prefetch`, raised to a whole batch so that batches can fill.
+    pub fn window(&self) -> u16 {
+        self.prefetch
+            .max(u16::try_from(self.batch_size).unwrap_or(u16::MAX))
+    }
+}
+
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
@@ -52,9 +60,7 @@ pub async fn run(
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) {
-    let prefetch = config
-        .prefetch
-        .max(u16::try_from(config.batch_size).unwrap_or(u16::MAX));
+    let prefetch = config.window();
     let relay = Arc::new(Relay::new(client, config));
     consumer::run(
         queue,
@@ -79,6 +85,7 @@ impl Relay {
         let limits = BatchLimits {
             max_items: config.batch_size,
             max_bytes: customerio_api::MAX_BATCH_BYTES - 16 * 1024,
+            max_deliveries: usize::from(config.window()),
             linger: config.batch_linger,
         };
         let flush_config = Arc::clone(&config);
@@ -148,9 +155,11 @@ impl BatchItem for PendingEvent {
 /// Send one batch and settle every delivery in it.
 async fn send(client: TrackClient, config: Arc<RelayConfig>, items: Vec<PendingEvent>) {
     let events: Vec<TrackEvent> = items.iter().map(|item| item.event.clone()).collect();
-    match client.send_batch(&events).await {
-        Ok(result) => {
-            for (index, item) in items.into_iter().enumerate() {
+    let settlements: Vec<(Delivery, Outcome)> = match client.send_batch(&events).await {
+        Ok(result) => items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| {
                 let outcome = match result.failed.iter().find(|op| op.index == index) {
                     Some(op) => Outcome::Dead(Failure::new(
                         "upstream_rejected",
@@ -159,14 +168,16 @@ async fn send(client: TrackClient, config: Arc<RelayConfig>, items: Vec<PendingE
                     )),
                     None => Outcome::Delivered,
                 };
-                consumer::settle(item.delivery, outcome, &config.retry).await;
-            }
-        }
+                (item.delivery, outcome)
+            })
+            .collect(),
         Err(err) => {
             let outcome = err.into_outcome();
-            for item in items {
-                consumer::settle(item.delivery, outcome.clone(), &config.retry).await;
-            }
+            items
+                .into_iter()
+                .map(|item| (item.delivery, outcome.clone()))
+                .collect()
         }
-    }
+    };
+    consumer::settle_all(settlements, &config.retry).await;
 }

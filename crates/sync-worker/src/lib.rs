@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use chameleon_api::ChameleonClient;
 use sync_core::inbound::{self, ChameleonCall, InboundOptions};
 use sync_core::{Direction, Failure, Outcome, Readiness, RetryPolicy};
-use sync_queue::batch::{BatchLimits, Batcher};
+use sync_queue::batch::{BatchLimits, Batcher, GateFn};
 use sync_queue::claims::ClaimStore;
 use sync_queue::consumer::{self, Handler};
 use sync_queue::{Delivery, Queue};
@@ -36,6 +36,14 @@ pub struct WorkerConfig {
     pub batch_size: usize,
     /// How long the first update of a batch waits for others.
     pub batch_linger: Duration,
+}
+
+impl WorkerConfig {
+    /// The consumer's prefetch: `prefetch`, raised to a whole batch so that batches can fill.
+    pub fn window(&self) -> u16 {
+        self.prefetch
+            .max(u16::try_from(self.batch_size).unwrap_or(u16::MAX))
+    }
 }
 
 impl Default for WorkerConfig {
@@ -61,9 +69,7 @@ pub async fn run(
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) {
-    // Prefetch at least a batch, so that batches can fill.
-    let batch = u16::try_from(config.batch_size).unwrap_or(u16::MAX);
-    let prefetch = config.prefetch.max(batch);
+    let prefetch = config.window();
     let worker = Arc::new(Worker::new(client, config, delivered));
     consumer::run(
         queue,
@@ -96,12 +102,22 @@ impl Worker {
         let limits = BatchLimits {
             max_items: config.batch_size,
             max_bytes: chameleon_api::MAX_BATCH_BYTES - 64 * 1024,
+            max_deliveries: usize::from(config.window()),
             linger: config.batch_linger,
+        };
+        // A batch whose linger time is up waits for Chameleon's budget to be ready and takes
+        // what arrived meanwhile, rather than spending a paced request on a partial batch.
+        let gate: GateFn = {
+            let client = client.clone();
+            Arc::new(move || {
+                let client = client.clone();
+                Box::pin(async move { client.ready().await })
+            })
         };
         let batcher = |kind: UpdateKind| {
             let client = client.clone();
             let config = Arc::clone(&config);
-            Batcher::new(
+            Batcher::gated(
                 limits,
                 Arc::new(move |items| {
                     Box::pin(updates::send(
@@ -111,6 +127,7 @@ impl Worker {
                         items,
                     ))
                 }),
+                Arc::clone(&gate),
             )
         };
         Self {

@@ -88,32 +88,46 @@ pub async fn send(
     items: Vec<PendingUpdate>,
 ) {
     let bodies: Vec<Map<String, Value>> = items.iter().map(|item| item.body.clone()).collect();
+    let deliveries: usize = items.iter().map(|item| item.deliveries.len()).sum();
+    tracing::debug!(
+        ?kind,
+        items = items.len(),
+        deliveries,
+        "sending an update batch"
+    );
     let answer = match kind {
         UpdateKind::Profile => client.profile_batch(&bodies).await,
         UpdateKind::Company => client.company_batch(&bodies).await,
     };
-    let coalesced: usize = items.iter().map(|item| item.deliveries.len() - 1).sum();
+    drop(bodies);
+    tracing::debug!(?kind, ok = answer.is_ok(), "update batch answered");
+    let coalesced = deliveries - items.len();
     metrics::counter!("ccsync_updates_coalesced_total").increment(coalesced as u64);
 
-    match answer {
-        Ok(answer) => {
-            for (index, item) in items.into_iter().enumerate() {
+    let settlements: Vec<(Delivery, Outcome)> = match answer {
+        Ok(answer) => items
+            .into_iter()
+            .enumerate()
+            .flat_map(|(index, item)| {
                 let outcome = match answer.errors.iter().find(|e| e.index == index) {
                     Some(error) => item_outcome(error.code, &error.message),
                     None => Outcome::Delivered,
                 };
-                for delivery in item.deliveries {
-                    consumer::settle(delivery, outcome.clone(), &config.retry).await;
-                }
-            }
-        }
+                item.deliveries
+                    .into_iter()
+                    .map(move |delivery| (delivery, outcome.clone()))
+            })
+            .collect(),
         Err(err) => {
             let outcome = err.into_outcome();
-            for delivery in items.into_iter().flat_map(|item| item.deliveries) {
-                consumer::settle(delivery, outcome.clone(), &config.retry).await;
-            }
+            items
+                .into_iter()
+                .flat_map(|item| item.deliveries)
+                .map(|delivery| (delivery, outcome.clone()))
+                .collect()
         }
-    }
+    };
+    consumer::settle_all(settlements, &config.retry).await;
 }
 
 /// A per-item error of a batch answer: transient codes are retried, the rest dead-lettered.

@@ -298,3 +298,51 @@ async fn a_batch_item_error_dead_letters_only_that_update() {
     daemon.stop().await.unwrap();
     support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
+
+#[tokio::test]
+async fn a_batch_holding_the_whole_prefetch_window_goes_without_lingering() {
+    let _broker = support::require_broker().await;
+    // A window of four deliveries and a linger far longer than the test may take: only a full
+    // window can send the batch in time.
+    let mut daemon = Daemon::start(QueueKind::Amqp(support::BROKER.into()), |s| {
+        s.queue.prefetch = 4;
+        s.chameleon.batch_size = 4;
+        s.chameleon.batch_linger = Duration::from_secs(600);
+    })
+    .await;
+
+    for (uid, plan) in [("a", "free"), ("b", "free"), ("a", "pro"), ("b", "team")] {
+        let body = json!({"uid": uid, "plan": plan});
+        let answer = daemon
+            .post_customerio("profiles", body.to_string().as_bytes())
+            .await;
+        assert_eq!(answer.status(), 202);
+    }
+
+    let sent = eventually(Duration::from_secs(60), || async {
+        !daemon.sandbox.accepted(Upstream::Chameleon).is_empty()
+    })
+    .await;
+    assert!(sent, "no batch before the linger time");
+    let batches = daemon.sandbox.accepted(Upstream::Chameleon);
+    assert_eq!(batches.len(), 1, "{batches:#?}");
+    assert_eq!(batches[0].path, "/v3/observe/hooks/profiles/batch");
+    let mut plans: Vec<(String, String)> = batches[0].body["profiles"]
+        .as_array()
+        .expect("a profiles array")
+        .iter()
+        .map(|p| (p["uid"].to_string(), p["plan"].to_string()))
+        .collect();
+    plans.sort();
+    assert_eq!(
+        plans,
+        [
+            (r#""a""#.to_owned(), r#""pro""#.to_owned()),
+            (r#""b""#.to_owned(), r#""team""#.to_owned())
+        ],
+        "four deliveries coalesced into two items, the later update winning"
+    );
+
+    daemon.stop().await.unwrap();
+    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
+}
