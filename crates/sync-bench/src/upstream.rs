@@ -175,6 +175,8 @@ pub struct Calls {
     pub largest_batch_items: usize,
     /// Largest batch body as JSON, in bytes.
     pub largest_batch_bytes: usize,
+    /// `[seconds since the daemon was ready, items]` of every accepted batch, in arrival order.
+    pub batches: Vec<(f64, usize)>,
 }
 
 /// Run the benchmark.
@@ -340,6 +342,7 @@ async fn measure(
         )
         .await?;
     let ready = Instant::now();
+    let ready_unix_ms = unix_ms();
     let cpu_start = CpuMark::take(&daemon, sandbox.id());
 
     let watched = watch(args, [&mut daemon, sandbox], http, &daemon_url, ready).await;
@@ -349,8 +352,8 @@ async fn measure(
     let (profiles, events, coalesced, timeline) = watched?;
     let clean_exit = stopped?.success();
 
-    let chameleon = calls(http, sandbox_url, "chameleon", "profiles").await?;
-    let customerio = calls(http, sandbox_url, "customerio", "batch").await?;
+    let chameleon = calls(http, sandbox_url, "chameleon", "profiles", ready_unix_ms).await?;
+    let customerio = calls(http, sandbox_url, "customerio", "batch", ready_unix_ms).await?;
     Ok(Measured {
         preload_per_sec,
         startup_secs: (ready - started).as_secs_f64(),
@@ -569,6 +572,7 @@ async fn calls(
     sandbox_url: &str,
     upstream: &str,
     batch_key: &str,
+    ready_unix_ms: i64,
 ) -> anyhow::Result<Calls> {
     let journal: Vec<Value> = http
         .get(format!(
@@ -593,12 +597,25 @@ async fn calls(
         calls.accepted += 1;
         if let Some(items) = request["body"][batch_key].as_array() {
             calls.items += items.len();
+            let at_ms = request["received_at_ms"].as_i64().unwrap_or(ready_unix_ms);
+            calls
+                .batches
+                .push(((at_ms - ready_unix_ms) as f64 / 1000.0, items.len()));
             calls.largest_batch_items = calls.largest_batch_items.max(items.len());
             let bytes = serde_json::to_vec(&request["body"]).map_or(0, |body| body.len());
             calls.largest_batch_bytes = calls.largest_batch_bytes.max(bytes);
         }
     }
     Ok(calls)
+}
+
+/// Now as unix milliseconds, the sandbox journal's clock.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 /// `cio-chameleon-sync` in the folder of this binary (both are built into `target/release`).
