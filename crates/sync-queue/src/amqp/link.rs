@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties, ErrorKind};
 use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout_at};
@@ -171,9 +172,13 @@ impl Link {
             self.role.as_str()
         );
         let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let connection = Connection::connect(&self.url, properties)
-            .await
-            .map_err(|error| unavailable("connecting to rabbitmq", &error))?;
+        // A URL lapin cannot parse is reported by `connect` itself, in its own words.
+        let connected = match self.url.parse::<AMQPUri>() {
+            Ok(uri) => Connection::connect_uri(with_frame_max(uri), properties).await,
+            Err(_) => Connection::connect(&self.url, properties).await,
+        };
+        let connection =
+            connected.map_err(|error| unavailable("connecting to rabbitmq", &error))?;
         let connection = Arc::new(connection);
         self.declare(&connection).await?;
         Ok(connection)
@@ -229,6 +234,20 @@ pub(crate) const REPLY_SUCCESS: u16 = 200;
 /// Longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// The largest AMQP frame asked for unless the URL names one (`?frame_max=`). The client keeps
+/// a receive and a send buffer of 32 frames per connection, zero-filled: at RabbitMQ's default of
+/// 128 KiB that is 8 MiB resident per connection, at 16 KiB it is 1 MiB. A larger body is only
+/// split into more frames.
+const FRAME_MAX: u32 = 16 * 1024;
+
+/// `uri` with [`FRAME_MAX`] unless it names a frame size of its own.
+fn with_frame_max(mut uri: AMQPUri) -> AMQPUri {
+    if uri.query.frame_max.is_none() {
+        uri.query.frame_max = Some(FRAME_MAX);
+    }
+    uri
+}
+
 fn backoff() -> ExponentialBackoff {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
@@ -258,4 +277,22 @@ fn declare_error(error: &lapin::Error) -> QueueError {
         ));
     }
     unavailable("declaring the rabbitmq topology", error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> AMQPUri {
+        url.parse().unwrap_or_else(|error| panic!("{url}: {error}"))
+    }
+
+    #[test]
+    fn a_small_frame_size_is_asked_for_unless_the_url_names_one() {
+        let uri = with_frame_max(parse("amqp://guest:guest@127.0.0.1:5672/%2f"));
+        assert_eq!(uri.query.frame_max, Some(FRAME_MAX));
+
+        let uri = with_frame_max(parse("amqp://127.0.0.1:5672/%2f?frame_max=131072"));
+        assert_eq!(uri.query.frame_max, Some(131_072));
+    }
 }
