@@ -27,5 +27,6 @@ pub use client::ChameleonClient;
 pub use config::ChameleonConfig;
 pub use error::ChameleonError;
 
-/// A batch request body must stay under this many bytes; Chameleon answers `413` otherwise.
-pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// A batch request body must stay under this many bytes; Chameleon answers `413` otherwise. Its
+/// documentation says "16 MB": read as decimal megabytes, the stricter of the two readings.
+pub const MAX_BATCH_BYTES: usize = 16_000_000;
