@@ -6,12 +6,14 @@
 //! # Layout
 //! - [`config`]: the typed settings the binary hands over.
 //! - [`routes`]: the router, the handlers and their answers.
+//! - [`body`]: reading a body's top level without building it.
 //! - [`limits`]: the guards every request passes (body size, time, concurrency, JSON depth).
 //! - [`serve`]: the HTTP/1.1 connection loop, with the header timeout and graceful shutdown.
 //! - [`redact`]: request paths as they may appear in logs, with the endpoint token masked.
 //!
 //! [`Envelope`]: sync_core::Envelope
 
+pub mod body;
 pub mod config;
 pub mod limits;
 pub mod redact;

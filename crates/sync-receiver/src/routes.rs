@@ -13,8 +13,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
+use metrics::Counter;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 use sync_core::signature::{self, SignatureError};
 use sync_core::{Envelope, Readiness, Source};
@@ -24,6 +26,7 @@ use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
+use crate::body::{self, NotAnObject};
 use crate::config::ReceiverConfig;
 use crate::limits;
 use crate::redact::mask_path;
@@ -40,9 +43,23 @@ pub struct AppState {
     pub claims: Option<ClaimStore>,
 }
 
+/// What every handler shares: the caller's state and the counters of the hot path. Handlers
+/// receive it behind one `Arc`, so a request clones one pointer rather than each of the state's.
+struct Shared {
+    state: AppState,
+    counters: Counters,
+}
+
 /// The receiver's router: webhook routes behind the guards, and the operational routes.
+///
+/// The counters of accepted requests are registered here, with the metrics recorder installed
+/// at that moment: install the recorder first.
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
+    let shared = Arc::new(Shared {
+        state,
+        counters: Counters::register(),
+    });
     let permits = Arc::new(Semaphore::new(config.max_concurrent_requests.max(1)));
 
     let webhooks = Router::new()
@@ -77,18 +94,18 @@ pub fn router(state: AppState) -> Router {
                 // handlers log the cases operators need.
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
-        .with_state(state)
+        .with_state(shared)
 }
 
 // === webhook handlers ===
 
 async fn customerio(
-    State(state): State<AppState>,
+    State(shared): State<Arc<Shared>>,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let config = &state.config;
+    let config = &shared.state.config;
     // A path that does not even decode (invalid UTF-8) is an unknown token like any other.
     let Ok(Path((token, kind))) = path else {
         return not_found().await;
@@ -122,28 +139,35 @@ async fn customerio(
         }
     }
 
-    let value = match parse_object(config, &headers, &body) {
-        Ok(value) => value,
+    // Only a reporting event carries its id in the body.
+    let wanted: &[&str] = match source {
+        Source::CustomerioReporting => &["event_id"],
+        _ => &[],
+    };
+    let members = match parse_object(config, &headers, &body, wanted) {
+        Ok(members) => members,
         Err(answer) => return answer.into_response(source),
     };
 
     // The provider's own id for the event, used to recognise its retries.
     let provider_event_id = match source {
-        Source::CustomerioReporting => sync_core::inbound::reporting_event_id(&value),
+        Source::CustomerioReporting => {
+            sync_core::inbound::reporting_event_id(&Value::Object(members))
+        }
         _ => header_str(&headers, "x-cio-idempotency-key")
             .or_else(|| header_str(&headers, "x-cio-delivery-id"))
             .map(str::to_owned),
     };
     enqueue(
-        &state,
+        &shared,
         Envelope::new(source, body, provider_event_id),
         StatusCode::ACCEPTED,
     )
     .await
 }
 
-async fn chameleon(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let config = &state.config;
+async fn chameleon(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let config = &shared.state.config;
     let source = Source::ChameleonWebhook;
 
     // Without a secret nothing can be verified, so the route does not exist.
@@ -163,7 +187,7 @@ async fn chameleon(State(state): State<AppState>, headers: HeaderMap, body: Byte
         // Signed with our secret, but `sent_at` cannot be read: a body of the wrong shape is a
         // 400 like on every route; an object without a readable `sent_at` stays a 401.
         Err(SignatureError::BadTimestamp) => {
-            if let Err(answer) = parse_object(config, &headers, &body) {
+            if let Err(answer) = parse_object(config, &headers, &body, &[]) {
                 return answer.into_response(source);
             }
             return unauthorized(source, &SignatureError::BadTimestamp);
@@ -171,8 +195,8 @@ async fn chameleon(State(state): State<AppState>, headers: HeaderMap, body: Byte
         Err(err) => return unauthorized(source, &err),
     }
 
-    let value = match parse_object(config, &headers, &body) {
-        Ok(value) => value,
+    let value = match parse_object(config, &headers, &body, &["id", "kind"]) {
+        Ok(members) => Value::Object(members),
         Err(answer) => return answer.into_response(source),
     };
     let Some(webhook_id) = sync_core::outbound::webhook_id(&value) else {
@@ -190,7 +214,7 @@ async fn chameleon(State(state): State<AppState>, headers: HeaderMap, body: Byte
 
     // Chameleon's documents disagree on whether 202 counts as success, so answer 200.
     enqueue(
-        &state,
+        &shared,
         Envelope::new(source, body, Some(webhook_id)),
         StatusCode::OK,
     )
@@ -204,15 +228,14 @@ async fn chameleon(State(state): State<AppState>, headers: HeaderMap, body: Byte
 /// client gives up, or the request timeout answers first), they still finish, and the claim is
 /// confirmed or released according to what really happened, never left claimed for a message
 /// that is not queued.
-async fn enqueue(state: &AppState, envelope: Envelope, success: StatusCode) -> Response {
+async fn enqueue(shared: &Arc<Shared>, envelope: Envelope, success: StatusCode) -> Response {
     let source = envelope.source;
     let message_id = envelope.message_id.clone();
-    let claims = state.claims.clone();
-    let queue = state.queue.clone();
-    let admission = tokio::spawn(admit(queue, claims, envelope));
+    let admission = tokio::spawn(admit(shared.clone(), envelope));
 
     // Answer 503 before the request timeout does, so the sender is told to retry.
-    let answer = match tokio::time::timeout(state.config.publish_timeout, admission).await {
+    let publish_timeout = shared.state.config.publish_timeout;
+    let answer = match tokio::time::timeout(publish_timeout, admission).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(join)) => Admission::Failed(sync_queue::QueueError::Other(join.to_string())),
         Err(_) => Admission::Failed(sync_queue::QueueError::Unavailable(
@@ -221,26 +244,22 @@ async fn enqueue(state: &AppState, envelope: Envelope, success: StatusCode) -> R
     };
     match answer {
         Admission::Queued => {
-            metrics::counter!("ccsync_received_total", "source" => source.routing_key())
-                .increment(1);
-            count_request(source, success);
+            shared.counters.queued(source, success);
             tracing::debug!(%message_id, source = %source, "message queued");
-            (
-                success,
-                Json(json!({"status": "queued", "message_id": message_id})),
-            )
-                .into_response()
+            let answer = Accepted {
+                status: "queued",
+                message_id: &message_id,
+            };
+            (success, Json(answer)).into_response()
         }
         Admission::Duplicate(first) => {
-            metrics::counter!("ccsync_duplicates_total", "source" => source.routing_key())
-                .increment(1);
-            count_request(source, success);
+            shared.counters.duplicate(source, success);
             tracing::debug!(source = %source, message_id = %first, "duplicate of a queued message");
-            (
-                success,
-                Json(json!({"status": "duplicate", "message_id": first})),
-            )
-                .into_response()
+            let answer = Accepted {
+                status: "duplicate",
+                message_id: &first,
+            };
+            (success, Json(answer)).into_response()
         }
         Admission::InProgress(first) => {
             count_request(source, StatusCode::SERVICE_UNAVAILABLE);
@@ -259,6 +278,13 @@ async fn enqueue(state: &AppState, envelope: Envelope, success: StatusCode) -> R
     }
 }
 
+/// The answer to a request whose message is queued.
+#[derive(Serialize)]
+struct Accepted<'a> {
+    status: &'static str,
+    message_id: &'a str,
+}
+
 /// What became of a message the receiver tried to queue.
 enum Admission {
     Queued,
@@ -271,13 +297,12 @@ enum Admission {
 
 /// Claim, publish, then confirm or release the claim. Runs to completion even when nobody
 /// waits for the answer any more.
-async fn admit(
-    queue: std::sync::Arc<dyn Queue>,
-    claims: Option<ClaimStore>,
-    envelope: Envelope,
-) -> Admission {
+async fn admit(shared: Arc<Shared>, envelope: Envelope) -> Admission {
     let source = envelope.source;
-    let claim_key = claims
+    let claim_key = shared
+        .state
+        .claims
+        .as_ref()
         .zip(envelope.provider_event_id.as_deref())
         .map(|(claims, id)| (claims, format!("{source}:{id}")));
 
@@ -290,7 +315,7 @@ async fn admit(
         }
     }
 
-    let published = queue.publish(&envelope).await;
+    let published = shared.state.queue.publish(&envelope).await;
 
     if let Some((claims, key)) = &claim_key {
         let settled = match &published {
@@ -325,7 +350,8 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let state = &shared.state;
     if let Err(not_ready) = state.readiness.check() {
         let reason = format!("{not_ready:?}");
         return (
@@ -350,8 +376,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn render_metrics(State(state): State<AppState>) -> Response {
-    let text = state
+async fn render_metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let text = shared
+        .state
         .metrics
         .as_ref()
         .map(PrometheusHandle::render)
@@ -386,24 +413,112 @@ fn unauthorized(source: Source, err: &SignatureError) -> Response {
         .into_response()
 }
 
-/// The body as a JSON object, or the reason it is not one.
+/// The members named in `wanted` of a body that is one JSON object, or the reason it is not one.
 fn parse_object(
     config: &ReceiverConfig,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Value, BadRequest> {
+    wanted: &[&str],
+) -> Result<Map<String, Value>, BadRequest> {
     if !limits::is_json_content_type(headers) {
         return Err(BadRequest("content type must be application/json"));
     }
     if limits::nesting_exceeds(body, config.max_json_depth) {
         return Err(BadRequest("JSON nested too deeply"));
     }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|_| BadRequest("body is not valid JSON"))?;
-    if !value.is_object() {
-        return Err(BadRequest("body must be a JSON object"));
+    body::parse_object(body, wanted).map_err(|problem| match problem {
+        NotAnObject::Invalid => BadRequest("body is not valid JSON"),
+        NotAnObject::OtherType => BadRequest("body must be a JSON object"),
+    })
+}
+
+/// The counters an accepted request updates, registered for every source.
+struct Counters {
+    by_source: Vec<SourceCounters>,
+}
+
+struct SourceCounters {
+    source: Source,
+    /// `ccsync_received_total`.
+    received: Counter,
+    /// `ccsync_duplicates_total`.
+    duplicates: Counter,
+    /// `ccsync_receiver_requests_total` with status 200.
+    ok: Counter,
+    /// `ccsync_receiver_requests_total` with status 202.
+    accepted: Counter,
+}
+
+impl Counters {
+    /// Register every source's counters with the installed recorder. `metrics::counter!` with
+    /// labels builds and hashes its key on each call; a registered handle only adds.
+    fn register() -> Self {
+        let requests = |source: Source, status: StatusCode| {
+            metrics::counter!(
+                "ccsync_receiver_requests_total",
+                "source" => source.routing_key(),
+                "status" => status.as_str().to_owned()
+            )
+        };
+        let by_source = Source::ALL
+            .into_iter()
+            .map(|source| SourceCounters {
+                source,
+                received: metrics::counter!("ccsync_received_total", "source" => source.routing_key()),
+                duplicates: metrics::counter!("ccsync_duplicates_total", "source" => source.routing_key()),
+                ok: requests(source, StatusCode::OK),
+                accepted: requests(source, StatusCode::ACCEPTED),
+            })
+            .collect();
+        Self { by_source }
     }
-    Ok(value)
+
+    /// Count a message queued from `source`, answered `status`.
+    fn queued(&self, source: Source, status: StatusCode) {
+        match self.of(source) {
+            Some(counters) => {
+                counters.received.increment(1);
+                counters.answered(status);
+            }
+            None => {
+                metrics::counter!("ccsync_received_total", "source" => source.routing_key())
+                    .increment(1);
+                count_request(source, status);
+            }
+        }
+    }
+
+    /// Count a copy of an already queued message from `source`, answered `status`.
+    fn duplicate(&self, source: Source, status: StatusCode) {
+        match self.of(source) {
+            Some(counters) => {
+                counters.duplicates.increment(1);
+                counters.answered(status);
+            }
+            None => {
+                metrics::counter!("ccsync_duplicates_total", "source" => source.routing_key())
+                    .increment(1);
+                count_request(source, status);
+            }
+        }
+    }
+
+    /// The registered counters of `source`; every source has them.
+    fn of(&self, source: Source) -> Option<&SourceCounters> {
+        self.by_source
+            .iter()
+            .find(|counters| counters.source == source)
+    }
+}
+
+impl SourceCounters {
+    fn answered(&self, status: StatusCode) {
+        match status {
+            StatusCode::OK => self.ok.increment(1),
+            StatusCode::ACCEPTED => self.accepted.increment(1),
+            _ => count_request(self.source, status),
+        }
+    }
 }
 
 fn count_request(source: Source, status: StatusCode) {
