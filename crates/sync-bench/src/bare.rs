@@ -15,8 +15,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::backend;
-use crate::cpu::{self, CpuUse};
-use crate::load::{Tally, Throughput, Window};
+use crate::cpu::CpuUse;
+use crate::load::{self, Tally, Throughput, Window};
 use crate::payload;
 
 /// AMQP delivery mode of a message written to disk.
@@ -44,18 +44,23 @@ pub async fn run(
     // The window starts once every channel is open, so set-up is not measured.
     let window = window_of();
     let body = payload::reporting_event("bare", 1, body_bytes);
-    let mut tasks = JoinSet::new();
-    for (task, channel) in channels.into_iter().enumerate() {
-        let exchange = topology.exchange().to_owned();
-        let body = body.clone();
-        tasks.spawn(publish_loop(channel, exchange, body, task, window));
-    }
-    let cpu = tokio::spawn(cpu::over(window));
-    let mut tally = Tally::default();
-    while let Some(joined) = tasks.join_next().await {
-        tally.merge(joined.context("a bare publisher panicked")??);
-    }
-    let cpu = cpu.await.context("the CPU reader panicked")?;
+    let exchange = topology.exchange().to_owned();
+    // On the same load thread as the receiver benchmark's HTTP clients, so both sides of the
+    // ratio are loaded the same way.
+    let (tallied, cpu) = load::on_load_thread(window, move || async move {
+        let mut tasks = JoinSet::new();
+        for (task, channel) in channels.into_iter().enumerate() {
+            let (exchange, body) = (exchange.clone(), body.clone());
+            tasks.spawn(publish_loop(channel, exchange, body, task, window));
+        }
+        let mut tally = Tally::default();
+        while let Some(joined) = tasks.join_next().await {
+            tally.merge(joined.context("a bare publisher panicked")??);
+        }
+        anyhow::Ok(tally)
+    })
+    .await?;
+    let tally = tallied?;
 
     let _ = connection.close(200, "bare baseline done".into()).await;
     if tally.total_ok == 0 {

@@ -1,7 +1,7 @@
 //! Where the CPU goes during a measured period: this process's threads grouped by name (the
-//! receiver's runtime, the load tasks, lapin's I/O thread, the embedded queue's writer), the
-//! broker (`beam.smp`) and the whole machine, read from `/proc` at the start and the end of the
-//! window. On a 2-core machine the load generator, the receiver and the broker share the same
+//! receiver's runtime, the load tasks, lapin's I/O thread, the embedded queue's writer, the
+//! claim store's thread), the broker (`beam.smp`) and the whole machine, read from `/proc` at the
+//! start and the end of the window. On a 2-core machine the load generator, the receiver and the broker share the same
 //! cores, so this split is what explains a ratio to the bare loop.
 //!
 //! Limitation: `/proc` counts CPU time in clock ticks of 10 ms (USER_HZ is 100 on Linux), so a
@@ -19,6 +19,9 @@ const TICKS_PER_SEC: f64 = 100.0;
 
 /// The name given to the receiver's runtime threads, so they can be told from the load's.
 pub const RECEIVER_THREAD: &str = "receiver";
+
+/// The name of the thread that runs the load tasks (HTTP clients or bare publishers).
+pub const LOAD_THREAD: &str = "bench-load";
 
 /// CPU counters at one instant.
 #[derive(Clone, Debug)]
@@ -129,9 +132,10 @@ impl CpuUse {
 fn component(thread: &str) -> &'static str {
     match thread {
         RECEIVER_THREAD => "receiver",
-        "tokio-rt-worker" => "load",
+        LOAD_THREAD | "tokio-rt-worker" => "load",
         "lapin-io-loop" => "lapin-io",
         name if name.starts_with("ccsync-queue") => "embedded-writer",
+        name if name.starts_with("ccsync-claims") => "claims",
         _ => "other",
     }
 }
@@ -253,7 +257,9 @@ mod tests {
     fn threads_are_grouped_by_name() {
         assert_eq!(component(RECEIVER_THREAD), "receiver");
         assert_eq!(component("tokio-rt-worker"), "load");
+        assert_eq!(component(LOAD_THREAD), "load");
         assert_eq!(component("ccsync-queue-wr"), "embedded-writer");
+        assert_eq!(component("ccsync-claims"), "claims");
         assert_eq!(component("main"), "other");
     }
 

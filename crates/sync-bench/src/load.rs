@@ -3,12 +3,55 @@
 //! when it stops. A request counts in the window when it completes inside it.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
+use anyhow::Context;
 use serde::Serialize;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::cpu::{self, CpuUse};
 use crate::latency::{Percentiles, Samples};
+
+/// Run the load that `start` makes on a thread of its own ([`cpu::LOAD_THREAD`]) with a
+/// single-threaded runtime, and read the CPU used over `window` beside it; return both. One
+/// thread polls every load task, so a burst of answers is handled in one wake-up instead of
+/// waking several workers, and the load takes as little as it can of the cores that the receiver
+/// and the broker need. The thread stays until the CPU has been read, so that the reading at the
+/// end of the window always counts it.
+pub async fn on_load_thread<F, Fut, T>(window: Window, start: F) -> anyhow::Result<(T, CpuUse)>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+    T: Send + 'static,
+{
+    let cpu = tokio::spawn(cpu::over(window));
+    let (done, result) = oneshot::channel();
+    let (release, held) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(cpu::LOAD_THREAD.to_owned())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let outcome = match &runtime {
+                Ok(runtime) => Ok(runtime.block_on(start())),
+                Err(err) => Err(anyhow::anyhow!(
+                    "cannot start the load thread's runtime: {err}"
+                )),
+            };
+            let _ = done.send(outcome);
+            let _ = held.blocking_recv();
+        })
+        .context("cannot start the load thread")?;
+    let outcome = result
+        .await
+        .context("the load thread stopped without an answer")?;
+    let cpu = cpu.await.context("the CPU reader panicked")?;
+    drop(release);
+    Ok((outcome?, cpu))
+}
 
 /// The warm-up and the measured period of one run.
 #[derive(Clone, Copy, Debug)]
@@ -127,6 +170,23 @@ impl Throughput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_load_thread_is_counted_to_the_end_of_the_window() {
+        let window = Window::starting_now(Duration::ZERO, Duration::from_millis(300));
+        let (spins, used) = on_load_thread(window, move || async move {
+            // Busy until the window ends, then done at once: the thread must still be counted.
+            let mut spins = 0u64;
+            while window.running() {
+                spins = std::hint::black_box(spins + 1);
+            }
+            spins
+        })
+        .await
+        .unwrap();
+        assert!(spins > 0);
+        assert!(used.components["load"] > 0.0, "{used:?}");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn only_completions_inside_the_window_are_measured() {

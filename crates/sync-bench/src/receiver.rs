@@ -1,21 +1,28 @@
 //! The receiver benchmark: [`sync_receiver::router`] served in-process on a loopback port over a
 //! real queue with no consumer, and concurrent keep-alive HTTP clients posting signed Customer.io
-//! reporting events, each with its own `event_id`, for a warm-up and then a measured period. It
-//! runs once without the dedupe claim store and once with it, and beside them the bare lapin loop
-//! of [`crate::bare`] on the same broker, so that the ratio receiver/bare says how much of the
-//! broker's speed the receiver keeps.
+//! reporting events, each with its own `event_id` (a ULID, as Customer.io sends), for a warm-up
+//! and then a measured period. It runs once without the dedupe claim store and once with it, and
+//! beside them the bare lapin loop of [`crate::bare`] on the same broker, so that the ratio
+//! receiver/bare says how much of the broker's speed the receiver keeps.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use sync_core::signature::sign_customerio;
 use sync_core::{Direction, Readiness, Secret};
 use sync_queue::claims::ClaimStore;
 use sync_receiver::{AppState, ReceiverConfig};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,9 +31,9 @@ use crate::backend::RunQueue;
 use crate::bare;
 use crate::cli::{Backend, ReceiverArgs};
 use crate::cpu::{self, CpuUse};
-use crate::load::{Tally, Throughput, Window};
+use crate::load::{self, Tally, Throughput, Window};
 use crate::machine::Machine;
-use crate::payload::{self, ReportingBodies};
+use crate::payload::ReportingBodies;
 use crate::scratch::Scratch;
 
 /// The endpoint token of the benchmark's receiver.
@@ -223,7 +230,7 @@ async fn run_once(
         }
     });
 
-    let loaded = load(args, &format!("http://{address}"), window_of).await;
+    let loaded = load(args, address, window_of).await;
 
     stop.cancel();
     let served = server.await;
@@ -250,90 +257,143 @@ pub fn receiver_config() -> ReceiverConfig {
 /// Post from `args.clients` keep-alive clients until the window ends.
 async fn load(
     args: &ReceiverArgs,
-    base: &str,
+    address: SocketAddr,
     window_of: impl FnOnce() -> Window,
 ) -> anyhow::Result<(Throughput, CpuUse)> {
-    let http = reqwest::Client::builder()
-        .http1_only()
-        .tcp_nodelay(true)
-        .no_proxy()
-        .pool_max_idle_per_host(args.clients)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("cannot build the HTTP client")?;
-    let url = format!("{base}/v1/customerio/{ENDPOINT_TOKEN}/reporting");
-    let run = ulid::Ulid::new().to_string().to_lowercase();
+    let uri: Uri = format!("/v1/customerio/{ENDPOINT_TOKEN}/reporting")
+        .parse()
+        .context("the reporting path is a valid URI")?;
+    let host = HeaderValue::from_str(&address.to_string()).context("an address is a valid host")?;
+    // Customer.io's event ids are ULIDs: time-ordered, so the claim store's table grows at one
+    // end, as it does in production.
+    let id_len = ulid::Ulid::nil().to_string().len();
+
+    let clients: Vec<Client> = (0..args.clients.max(1))
+        .map(|task| Client {
+            address,
+            uri: uri.clone(),
+            host: host.clone(),
+            task,
+            seq: 0,
+            bodies: ReportingBodies::new(id_len, args.body_bytes),
+        })
+        .collect();
 
     let window = window_of();
-    let mut tasks = JoinSet::new();
-    for task in 0..args.clients.max(1) {
-        let client = Client {
-            http: http.clone(),
-            url: url.clone(),
-            run: run.clone(),
-            task,
-            bodies: ReportingBodies::new(payload::event_id(&run, 0, 0).len(), args.body_bytes),
-        };
-        tasks.spawn(client.post_until(window));
-    }
-    let cpu = tokio::spawn(cpu::over(window));
-    let mut tally = Tally::default();
-    while let Some(joined) = tasks.join_next().await {
-        tally.merge(joined.context("an HTTP client task panicked")?);
-    }
-    let cpu = cpu.await.context("the CPU reader panicked")?;
+    let (tally, cpu) = load::on_load_thread(window, move || async move {
+        let mut tasks = JoinSet::new();
+        for client in clients {
+            tasks.spawn(client.post_until(window));
+        }
+        let mut tally = Tally::default();
+        while let Some(joined) = tasks.join_next().await {
+            tally.merge(joined.context("an HTTP client task panicked")?);
+        }
+        anyhow::Ok(tally)
+    })
+    .await?;
+    let tally = tally?;
     if tally.total_ok == 0 {
         bail!("the receiver accepted nothing: {:?}", tally.errors);
     }
     Ok((tally.summary(&window), cpu))
 }
 
-/// One keep-alive HTTP client.
+/// One load task: a keep-alive HTTP/1.1 connection (hyper's connection-level client, driven in
+/// the task itself) that posts one request at a time, and opens a new connection if the old one
+/// breaks. A pooled client such as `reqwest` would spend several times more CPU per request, on
+/// the cores the receiver and the broker need.
 struct Client {
-    http: reqwest::Client,
-    url: String,
-    run: String,
+    address: SocketAddr,
+    uri: Uri,
+    host: HeaderValue,
     task: usize,
+    /// Requests made so far; numbers each event.
+    seq: u64,
     bodies: ReportingBodies,
 }
 
 impl Client {
-    async fn post_until(self, window: Window) -> Tally {
+    async fn post_until(mut self, window: Window) -> Tally {
         let mut tally = Tally::default();
-        let mut seq = 0u64;
         while window.running() {
-            seq += 1;
-            let event_id = payload::event_id(&self.run, self.task, seq);
-            let person = (self.task * 7_919 + seq as usize) % PEOPLE;
-            let body = self.bodies.render(&event_id, person);
-            let timestamp = (sync_core::time::now_ms() / 1000).to_string();
-            let signature = sign_customerio(SIGNING_KEY, &timestamp, &body);
-
-            let started = Instant::now();
-            let sent = self
-                .http
-                .post(&self.url)
-                .header("content-type", "application/json")
-                .header("x-cio-timestamp", timestamp)
-                .header("x-cio-signature", signature)
-                .body(body)
-                .send()
-                .await;
-            // The answer is read to its end so the connection goes back to the pool.
-            let status = match sent {
-                Ok(answer) => {
-                    let status = answer.status().as_u16();
-                    answer.bytes().await.map(|_| status)
-                }
-                Err(err) => Err(err),
+            let connected = async {
+                let stream = TcpStream::connect(self.address).await?;
+                stream.set_nodelay(true)?;
+                let handshake = http1::handshake(TokioIo::new(stream)).await;
+                handshake.map_err(std::io::Error::other)
             };
-            match status {
-                Ok(202) => tally.ok(&window, started, Instant::now()),
-                Ok(status) => tally.error(format!("status {status}")),
-                Err(_) => tally.error("transport"),
+            let (sender, connection) = match connected.await {
+                Ok(connected) => connected,
+                Err(_) => {
+                    tally.error("connect");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            // The connection makes progress only when polled, so it runs beside the requests in
+            // this task; it ends once the requests stop and drop their sender.
+            let requests = self.post_on(sender, &window, &mut tally);
+            let (posted, _closed) = tokio::join!(requests, connection);
+            if posted.is_err() {
+                tally.error("transport");
             }
         }
         tally
+    }
+
+    /// Post on one connection until the window ends, or the connection fails.
+    async fn post_on(
+        &mut self,
+        mut sender: http1::SendRequest<Full<Bytes>>,
+        window: &Window,
+        tally: &mut Tally,
+    ) -> Result<(), hyper::Error> {
+        while window.running() {
+            sender.ready().await?;
+            let request = self.next_request();
+            let started = Instant::now();
+            let answer = sender.send_request(request).await?;
+            let status = answer.status().as_u16();
+            // The answer is read to its end before the next request on this connection.
+            let mut body = answer.into_body();
+            while body.frame().await.transpose()?.is_some() {}
+            match status {
+                202 => tally.ok(window, started, Instant::now()),
+                status => tally.error(format!("status {status}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next signed reporting event.
+    fn next_request(&mut self) -> Request<Full<Bytes>> {
+        self.seq += 1;
+        let event_id = ulid::Ulid::new().to_string();
+        let person = (self.task * 7_919 + self.seq as usize) % PEOPLE;
+        let body = self.bodies.render(&event_id, person);
+        let timestamp = (sync_core::time::now_ms() / 1000).to_string();
+        let signature = sign_customerio(SIGNING_KEY, &timestamp, &body);
+
+        let mut request = Request::new(Full::new(Bytes::from(body)));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(header::HOST, self.host.clone());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for (name, value) in [
+            ("x-cio-timestamp", timestamp),
+            ("x-cio-signature", signature),
+        ] {
+            // Digits and hex digits are always valid header values.
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(name, value);
+            }
+        }
+        request
     }
 }
 
