@@ -262,9 +262,10 @@ mod tests {
         }
     }
 
-    fn collecting(
-        limits: BatchLimits,
-    ) -> (Arc<Batcher<Update>>, mpsc::UnboundedReceiver<Vec<Update>>) {
+    type Sent = mpsc::UnboundedReceiver<Vec<Update>>;
+
+    /// A flush that hands every batch to the receiver.
+    fn collector() -> (FlushFn<Update>, Sent) {
         let (tx, rx) = mpsc::unbounded_channel();
         let flush: FlushFn<Update> = Arc::new(move |items| {
             let tx = tx.clone();
@@ -272,6 +273,11 @@ mod tests {
                 let _ = tx.send(items);
             })
         });
+        (flush, rx)
+    }
+
+    fn collecting(limits: BatchLimits) -> (Arc<Batcher<Update>>, Sent) {
+        let (flush, rx) = collector();
         (Batcher::new(limits, flush), rx)
     }
 
@@ -364,13 +370,7 @@ mod tests {
             max_deliveries: 100,
             linger: Duration::from_secs(1),
         };
-        let (tx, mut sent) = mpsc::unbounded_channel();
-        let flush: FlushFn<Update> = Arc::new(move |items| {
-            let tx = tx.clone();
-            Box::pin(async move {
-                let _ = tx.send(items);
-            })
-        });
+        let (flush, mut sent) = collector();
         let open = Arc::new(tokio::sync::Notify::new());
         let gate: GateFn = {
             let open = Arc::clone(&open);
@@ -401,13 +401,7 @@ mod tests {
             max_deliveries: 100,
             linger: Duration::from_secs(1),
         };
-        let (tx, mut sent) = mpsc::unbounded_channel();
-        let flush: FlushFn<Update> = Arc::new(move |items| {
-            let tx = tx.clone();
-            Box::pin(async move {
-                let _ = tx.send(items);
-            })
-        });
+        let (flush, mut sent) = collector();
         let gate: GateFn = Arc::new(|| Box::pin(std::future::pending()));
         let batcher = Batcher::gated(limits, flush, gate);
         batcher.push(update("a", 1));
@@ -423,13 +417,7 @@ mod tests {
             max_deliveries: 100,
             linger: Duration::from_secs(1),
         };
-        let (tx, mut sent) = mpsc::unbounded_channel();
-        let flush: FlushFn<Update> = Arc::new(move |items| {
-            let tx = tx.clone();
-            Box::pin(async move {
-                let _ = tx.send(items);
-            })
-        });
+        let (flush, mut sent) = collector();
         let gate: GateFn = Arc::new(|| Box::pin(std::future::pending()));
         let batcher = Batcher::gated(limits, flush, gate);
         batcher.push(update("a", 1));
@@ -440,16 +428,9 @@ mod tests {
         assert_eq!(sent.recv().await.unwrap(), vec![update("a", 1)]);
     }
 
-    fn gated_collecting(
-        limits: BatchLimits,
-    ) -> (Arc<Batcher<Update>>, mpsc::UnboundedReceiver<Vec<Update>>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let flush: FlushFn<Update> = Arc::new(move |items| {
-            let tx = tx.clone();
-            Box::pin(async move {
-                let _ = tx.send(items);
-            })
-        });
+    /// A batcher whose gate is always open.
+    fn gated_collecting(limits: BatchLimits) -> (Arc<Batcher<Update>>, Sent) {
+        let (flush, rx) = collector();
         let open: GateFn = Arc::new(|| Box::pin(async {}));
         (Batcher::gated(limits, flush, open), rx)
     }

@@ -51,7 +51,7 @@ struct State {
 }
 
 /// What one pass of the sender sends.
-struct Send {
+struct Pass {
     /// Tags below every open tag: one `multiple` ack on the highest of them.
     run: Vec<(u64, Asked)>,
     /// Tags above an open tag that waited long enough: one ack each.
@@ -151,10 +151,10 @@ impl Acks {
                 tokio::task::yield_now().await;
             }
 
-            let send = self.take();
-            again = send.again;
+            let pass = self.take();
+            again = pass.again;
             let closed = self.lock().closed;
-            deliver(send, Instant::now() + self.timeout).await;
+            deliver(pass, Instant::now() + self.timeout).await;
             if closed && self.lock().asked.is_empty() {
                 return;
             }
@@ -162,7 +162,7 @@ impl Acks {
     }
 
     /// Take what can be sent now.
-    fn take(&self) -> Send {
+    fn take(&self) -> Pass {
         let mut state = self.lock();
         let now = Instant::now();
         let lowest_open = if state.closed {
@@ -186,7 +186,7 @@ impl Acks {
             .filter_map(|tag| state.asked.remove(tag))
             .collect();
         let again = state.asked.values().map(|asked| asked.since + HOLD).min();
-        Send { run, alone, again }
+        Pass { run, alone, again }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -195,15 +195,15 @@ impl Acks {
 }
 
 /// Send one pass: the run as one `multiple` ack (a single tag as a plain one), the rest alone.
-async fn deliver(send: Send, deadline: Instant) {
-    if let Some((_, last)) = send.run.last() {
-        let multiple = send.run.len() > 1;
+async fn deliver(pass: Pass, deadline: Instant) {
+    if let Some((_, last)) = pass.run.last() {
+        let multiple = pass.run.len() > 1;
         let result = ack(&last.acker, multiple, deadline).await;
-        for (_, asked) in send.run {
+        for (_, asked) in pass.run {
             let _ = asked.done.send(result.clone());
         }
     }
-    for asked in send.alone {
+    for asked in pass.alone {
         let result = ack_one(&asked.acker, deadline).await;
         let _ = asked.done.send(result);
     }

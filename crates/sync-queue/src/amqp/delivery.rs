@@ -192,6 +192,7 @@ impl AmqpSettle {
     /// Publish the retry copy or the dead letter a settlement asks for, confirmed.
     async fn copy(&self, envelope: &Envelope, settlement: Settlement) -> Result<(), QueueError> {
         match settlement {
+            // The caller acks plain acknowledgements itself; nothing to copy.
             Settlement::Ack => Ok(()),
             Settlement::Retry { delay, failure } => {
                 let tier = self.shared.topology.tier_for(delay);
