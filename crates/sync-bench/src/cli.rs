@@ -99,6 +99,9 @@ pub struct ReceiverArgs {
     /// Publishers of the bare baseline; `--clients` when not given.
     #[arg(long)]
     pub bare_publishers: Option<usize>,
+    /// Worker threads of the receiver's runtime; one per core when not given, as in the daemon.
+    #[arg(long)]
+    pub receiver_threads: Option<usize>,
 }
 
 #[derive(Clone, Debug, Args)]

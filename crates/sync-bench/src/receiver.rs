@@ -179,7 +179,11 @@ async fn run_once(
     // The receiver gets a runtime of its own, as in the daemon, with one worker per core; the
     // load tasks stay on the benchmark's runtime, so their CPU can be told apart. The queue is
     // opened on the receiver's runtime, so the tasks its client spawns run there too.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.receiver_threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = builder
         .thread_name(cpu::RECEIVER_THREAD)
         .enable_all()
         .build()
@@ -219,14 +223,18 @@ async fn run_once(
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
     let stop = CancellationToken::new();
+    // Served as the daemon serves it: HTTP/1.1 with the request timeout as header timeout.
+    let header_timeout = state.config.request_timeout;
     let server = runtime.spawn({
         let stop = stop.clone();
         let app = sync_receiver::router(state);
         async move {
             let listener = TcpListener::from_std(listener)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
+            sync_receiver::serve(listener, app, header_timeout, async move {
+                stop.cancelled().await
+            })
+            .await;
+            std::io::Result::Ok(())
         }
     });
 

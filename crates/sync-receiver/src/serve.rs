@@ -38,6 +38,10 @@ pub async fn serve(
                 continue;
             }
         };
+        // Answers go out at once rather than waiting to be merged with later writes.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(cause = %err, "cannot set TCP_NODELAY on a connection");
+        }
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
