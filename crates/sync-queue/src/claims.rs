@@ -11,7 +11,8 @@
 //! arriving together still produce one queued message. Confirmed claims go to a SQLite table,
 //! scoped by the queue prefix so deployments sharing a file never see each other's ids, and are
 //! forgotten after the window. One thread per store writes the file ([`writer`]): a lookup reads
-//! in place when the connection is free (the thread answers it otherwise), and confirmed claims
+//! in place through one of a few read-only connections (the thread answers it when all are in
+//! use), so it never waits for a commit, and confirmed claims
 //! are written behind, those of the last few milliseconds committed together, so a busy receiver
 //! pays for one commit per few dozen requests and never waits for one.
 //!
@@ -63,6 +64,10 @@ pub const PENDING_TTL: Duration = Duration::from_secs(120);
 /// How many claims between two sweeps of expired ones.
 const SWEEP_EVERY: u64 = 1_000;
 
+/// Read-only connections for lookups, besides the writing one: enough for each core's runtime
+/// worker to read at once.
+const READERS: usize = 4;
+
 /// Claims of one deployment. Clones share the same store.
 #[derive(Clone)]
 pub struct ClaimStore {
@@ -106,8 +111,11 @@ impl ClaimStore {
     /// Open (or create) the claim file; `scope` is the queue prefix.
     pub fn open(path: &Path, scope: &str, window: Duration) -> Result<Self, QueueError> {
         let conn = open_file(path)?;
+        let readers = (0..READERS)
+            .map(|_| open_reader(path))
+            .collect::<Result<Vec<_>, _>>()?;
         let open = Arc::new(Mutex::new(HashMap::new()));
-        let writer = Writer::start(conn, scope.to_owned(), open.clone())?;
+        let writer = Writer::start(conn, readers, scope.to_owned(), open.clone())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
@@ -294,6 +302,17 @@ fn pending_after(now: i64) -> i64 {
 /// The claim key under which a delivered message is recorded.
 fn delivered_key(message_id: &str) -> String {
     format!("delivered:{message_id}")
+}
+
+/// A connection for lookups only, on a file [`open_file`] has set up. In WAL mode it reads the
+/// last commit without waiting for one in progress. It never waits for a lock either: a read
+/// that finds the file busy fails at once, and the writing thread answers it instead.
+fn open_reader(path: &Path) -> Result<Connection, QueueError> {
+    let conn = Connection::open(path).map_err(sqlite)?;
+    conn.busy_timeout(Duration::ZERO).map_err(sqlite)?;
+    conn.pragma_update(None, "query_only", true)
+        .map_err(sqlite)?;
+    Ok(conn)
 }
 
 /// Open the file, create or migrate the table, and set it up for many small commits.

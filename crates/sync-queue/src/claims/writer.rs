@@ -1,9 +1,10 @@
 //! The claim file's connection and the thread that writes through it.
 //!
-//! A lookup runs on the caller's thread when the connection is free: a search of a B-tree whose
-//! recent pages sit in SQLite's cache takes under ten microseconds, less than a hop to another
-//! thread and back. When the connection is busy (the thread is committing), the lookup goes to the
-//! thread instead, so no async task ever waits for a lock or a commit.
+//! A lookup runs on the caller's thread through a free read-only connection: a search of a
+//! B-tree whose recent pages sit in SQLite's cache takes under ten microseconds, less than a hop
+//! to another thread and back, and in WAL mode it reads the last commit while the thread writes
+//! the next one. When every reader is in use or the file is busy, the lookup goes to the thread
+//! instead, so no async task ever waits for a lock or a commit.
 //!
 //! Confirmed claims are written behind: nobody waits for them (the store keeps them in memory
 //! until they are in the file). They gather in a shared list, and only the first one of a batch
@@ -63,7 +64,8 @@ struct Write {
 /// The connection and the handle of its thread. Dropping it lets the thread commit what is left
 /// and waits for it to stop.
 pub(super) struct Writer {
-    conn: Arc<Mutex<Connection>>,
+    /// Read-only connections for lookups on the callers' threads.
+    readers: Vec<Mutex<Connection>>,
     scope: String,
     /// Confirmed claims waiting for the next commit.
     writes: Arc<Mutex<Vec<Write>>>,
@@ -76,6 +78,7 @@ impl Writer {
     /// held in memory, from which confirmed entries are removed once written.
     pub(super) fn start(
         conn: Connection,
+        readers: Vec<Connection>,
         scope: String,
         open: Arc<Mutex<HashMap<String, Open>>>,
     ) -> Result<Self, QueueError> {
@@ -99,7 +102,7 @@ impl Writer {
                 QueueError::Other(format!("cannot start the claim store thread: {err}"))
             })?;
         Ok(Self {
-            conn,
+            readers: readers.into_iter().map(Mutex::new).collect(),
             scope,
             writes,
             commands: Some(commands),
@@ -107,11 +110,11 @@ impl Writer {
         })
     }
 
-    /// The claim of `key` in the file, if any: read here when the connection is free, else by
-    /// the thread.
+    /// The claim of `key` in the file, if any: read here when a reader is free and the read
+    /// succeeds, else by the thread.
     pub(super) async fn lookup(&self, key: &str) -> Result<Option<Row>, QueueError> {
-        if let Some(found) = self.read_if_free(key) {
-            return found.map_err(|err| sqlite(&err));
+        if let Some(Ok(found)) = self.read_if_free(key) {
+            return Ok(found);
         }
         let (reply, answer) = oneshot::channel();
         self.send(Command::Lookup {
@@ -121,14 +124,17 @@ impl Writer {
         answer.await.map_err(|_| stopped())?
     }
 
-    /// The claim of `key`, read on this thread, unless the connection is in use.
+    /// The claim of `key`, read on this thread through the first reader not in use; `None`
+    /// when all are.
     fn read_if_free(&self, key: &str) -> Option<rusqlite::Result<Option<Row>>> {
-        let conn = match self.conn.try_lock() {
-            Ok(conn) => conn,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
-        Some(read_claim(&conn, &self.scope, key))
+        self.readers.iter().find_map(|reader| {
+            let conn = match reader.try_lock() {
+                Ok(conn) => conn,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => return None,
+            };
+            Some(read_claim(&conn, &self.scope, key))
+        })
     }
 
     /// Queue a confirmed claim for the next commit; nobody waits for it.
@@ -390,36 +396,82 @@ fn sqlite(err: &rusqlite::Error) -> QueueError {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
-    #[tokio::test]
-    async fn a_lookup_goes_to_the_thread_while_the_connection_is_busy() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::open_file(&dir.path().join("seen.sqlite3")).unwrap();
+    fn start(path: &Path) -> Arc<Writer> {
+        let conn = super::super::open_file(path).unwrap();
+        let readers = (0..2)
+            .map(|_| super::super::open_reader(path).unwrap())
+            .collect();
         let open = Arc::new(Mutex::new(HashMap::new()));
-        let writer = Arc::new(Writer::start(conn, "a".to_owned(), open).unwrap());
-        writer.write("k", "m1", 42).unwrap();
-        writer.flush().await.unwrap();
-        let expected = Some(Row {
+        Arc::new(Writer::start(conn, readers, "a".to_owned(), open).unwrap())
+    }
+
+    fn confirmed_m1() -> Option<Row> {
+        Some(Row {
             message_id: "m1".to_owned(),
             claimed_at: 42,
             confirmed: true,
-        });
-        assert_eq!(writer.lookup("k").await.unwrap(), expected, "read in place");
+        })
+    }
 
-        // As while the thread commits: the lookup cannot read in place, so the thread answers
-        // it once the connection is free again.
-        let (locked, is_locked) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        let holder = std::thread::spawn({
-            let conn = writer.conn.clone();
-            move || {
-                let _busy = conn.lock().unwrap();
-                locked.send(()).unwrap();
-                let _ = released.recv();
-            }
+    /// Another connection takes the file's write lock, and the thread is made to wait for it:
+    /// as while a commit takes long. Returns that connection; dropping it ends the wait.
+    async fn stall_the_thread(
+        path: &Path,
+        writer: &Arc<Writer>,
+    ) -> (Connection, tokio::task::JoinHandle<()>) {
+        let blocker = Connection::open(path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let flushed = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.flush().await.unwrap() }
         });
-        is_locked.recv().unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !flushed.is_finished(),
+            "the thread waits for the write lock"
+        );
+        (blocker, flushed)
+    }
+
+    #[tokio::test]
+    async fn a_lookup_reads_in_place_while_the_thread_waits_for_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seen.sqlite3");
+        let writer = start(&path);
+        writer.write("k", "m1", 42).unwrap();
+        writer.flush().await.unwrap();
+
+        let (blocker, flushed) = stall_the_thread(&path, &writer).await;
+        let looked_up = tokio::time::timeout(Duration::from_secs(2), writer.lookup("k")).await;
+        drop(blocker);
+        flushed.await.unwrap();
+        assert_eq!(
+            looked_up.expect("does not wait for the thread").unwrap(),
+            confirmed_m1()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lookup_goes_to_the_thread_while_every_reader_is_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seen.sqlite3");
+        let writer = start(&path);
+        writer.write("k", "m1", 42).unwrap();
+        writer.flush().await.unwrap();
+        assert_eq!(
+            writer.lookup("k").await.unwrap(),
+            confirmed_m1(),
+            "read in place"
+        );
+
+        // Every reader is taken and the thread is busy: the lookup waits for the thread, which
+        // answers it once its commit is through.
+        let (blocker, flushed) = stall_the_thread(&path, &writer).await;
+        let readers: Vec<_> = writer.readers.iter().map(|r| r.lock().unwrap()).collect();
         let lookup = tokio::spawn({
             let writer = writer.clone();
             async move { writer.lookup("k").await }
@@ -427,10 +479,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             !lookup.is_finished(),
-            "waits for the thread, not for the lock"
+            "waits for the thread, not for a reader"
         );
-        release.send(()).unwrap();
-        holder.join().unwrap();
-        assert_eq!(lookup.await.unwrap().unwrap(), expected);
+        drop(readers);
+        drop(blocker);
+        flushed.await.unwrap();
+        assert_eq!(lookup.await.unwrap().unwrap(), confirmed_m1());
     }
 }
