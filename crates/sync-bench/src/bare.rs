@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::backend;
 use crate::cpu::CpuUse;
-use crate::load::{self, Tally, Throughput, Window};
+use crate::load::{self, Tally, Window};
 use crate::payload;
 
 /// AMQP delivery mode of a message written to disk.
@@ -29,7 +29,7 @@ pub async fn run(
     publishers: usize,
     body_bytes: usize,
     window_of: impl FnOnce() -> Window,
-) -> anyhow::Result<(Throughput, CpuUse)> {
+) -> anyhow::Result<(Tally, CpuUse)> {
     let connection = backend::connect(url).await?;
     let mut channels = Vec::with_capacity(publishers);
     for _ in 0..publishers.max(1) {
@@ -66,7 +66,7 @@ pub async fn run(
     if tally.total_ok == 0 {
         bail!("the bare baseline published nothing: {:?}", tally.errors);
     }
-    Ok((tally.summary(&window), cpu))
+    Ok((tally, cpu))
 }
 
 async fn publish_loop(

@@ -84,12 +84,17 @@ pub struct ReceiverArgs {
     /// Size of every request body in bytes.
     #[arg(long, default_value_t = 1024)]
     pub body_bytes: usize,
-    /// Load before the measured period, not counted.
+    /// Load before each round's measured period, not counted.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
-    /// Measured period.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Measured period of each round.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Rounds, each running the bare loop and every receiver run once, in turn; the figures
+    /// add up the rounds. Interleaving keeps a drift in what the machine gives (other users,
+    /// the hypervisor) from favouring whichever side ran first.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Run without the dedupe claim store, with it, or both.
     #[arg(long, value_enum, default_value = "both")]
     pub claims: Claims,

@@ -113,6 +113,35 @@ impl CpuUse {
         format!("{} cores busy", parts.join(", "))
     }
 
+    /// The CPU of several windows taken together: each part's average over their summed wall
+    /// time. The broker's and the machine's figures are kept only when every window has them.
+    pub fn combine(parts: &[CpuUse]) -> CpuUse {
+        let wall_secs = parts
+            .iter()
+            .map(|part| part.wall_secs)
+            .sum::<f64>()
+            .max(f64::EPSILON);
+        let share = |part: &CpuUse, cores: f64| cores * part.wall_secs / wall_secs;
+        let mut components = BTreeMap::new();
+        for part in parts {
+            for (name, cores) in &part.components {
+                *components.entry(*name).or_insert(0.0) += share(part, *cores);
+            }
+        }
+        let known_in_all = |pick: fn(&CpuUse) -> Option<f64>| {
+            parts
+                .iter()
+                .map(|part| pick(part).map(|cores| share(part, cores)))
+                .sum::<Option<f64>>()
+        };
+        CpuUse {
+            wall_secs,
+            components,
+            broker: known_in_all(|part| part.broker),
+            machine_busy: known_in_all(|part| part.machine_busy),
+        }
+    }
+
     /// CPU microseconds per operation of each part, for `operations` done in the window.
     pub fn micros_per(&self, operations: u64) -> BTreeMap<String, f64> {
         let per = |cores: f64| cores * self.wall_secs * 1e6 / operations.max(1) as f64;
@@ -290,5 +319,23 @@ mod tests {
             used.line()
                 .starts_with("load 0.50, receiver 1.00, broker 1.50")
         );
+    }
+
+    #[test]
+    fn windows_combine_weighted_by_their_length() {
+        let window = |wall_secs: f64, receiver: f64, broker: Option<f64>| CpuUse {
+            wall_secs,
+            components: BTreeMap::from([("receiver", receiver)]),
+            broker,
+            machine_busy: Some(1.0),
+        };
+        let both = CpuUse::combine(&[window(1.0, 0.4, Some(1.0)), window(3.0, 0.8, Some(2.0))]);
+        assert_eq!(both.wall_secs, 4.0);
+        assert!((both.components["receiver"] - 0.7).abs() < 1e-12);
+        assert!((both.broker.unwrap() - 1.75).abs() < 1e-12);
+        assert!((both.machine_busy.unwrap() - 1.0).abs() < 1e-12);
+        // The broker's figure is dropped when a window lacks it.
+        let partial = CpuUse::combine(&[window(1.0, 0.4, None), window(1.0, 0.4, Some(1.0))]);
+        assert_eq!(partial.broker, None);
     }
 }

@@ -120,9 +120,10 @@ impl Tally {
         self.samples.merge(other.samples);
     }
 
-    /// The figures of the window.
-    pub fn summary(mut self, window: &Window) -> Throughput {
-        let seconds = window.duration.as_secs_f64().max(f64::EPSILON);
+    /// The figures of `measured` seconds of windows (one window's duration, or the sum of
+    /// several whose tallies were merged).
+    pub fn summary(mut self, measured: Duration) -> Throughput {
+        let seconds = measured.as_secs_f64().max(f64::EPSILON);
         Throughput {
             per_second: self.measured_ok as f64 / seconds,
             measured: self.measured_ok,
@@ -219,7 +220,7 @@ mod tests {
         other.error("transport");
         tally.merge(other);
 
-        let summary = tally.summary(&window);
+        let summary = tally.summary(window.duration);
         assert_eq!(summary.measured, 2);
         assert_eq!(summary.total, 4);
         assert_eq!(summary.errors, 3);

@@ -55,8 +55,10 @@ pub struct ReceiverReport {
     pub backend: Backend,
     pub clients: usize,
     pub body_bytes: usize,
+    /// Warm-up and measured period of each round.
     pub warmup_secs: f64,
     pub duration_secs: f64,
+    pub rounds: usize,
     /// The bare lapin publish loop (RabbitMQ only).
     pub bare: Option<Baseline>,
     pub runs: Vec<ReceiverRun>,
@@ -66,8 +68,9 @@ pub struct ReceiverReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct Baseline {
     pub publishers: usize,
-    /// Confirmed messages.
+    /// Confirmed messages, all rounds together.
     pub published: Throughput,
+    pub per_second_by_round: Vec<f64>,
     /// Where the CPU went during the measured period.
     pub cpu: CpuUse,
     /// CPU microseconds per confirmed message, by component.
@@ -79,82 +82,115 @@ pub struct Baseline {
 pub struct ReceiverRun {
     /// Whether the dedupe claim store was on.
     pub claims: bool,
-    /// Accepted (`202`) requests.
+    /// Accepted (`202`) requests, all rounds together.
     pub accepted: Throughput,
-    /// Messages in the work queue afterwards (RabbitMQ only); equals `accepted.total` when
-    /// nothing was lost or queued twice.
+    pub per_second_by_round: Vec<f64>,
+    /// Messages in the work queue after each round, added up (RabbitMQ only); equals
+    /// `accepted.total` when nothing was lost or queued twice.
     pub queued: Option<u32>,
-    /// Accepted requests/s over the bare loop's messages/s.
+    /// Accepted requests/s over the bare loop's messages/s, all rounds together.
     pub ratio_to_bare: Option<f64>,
+    /// The same ratio in each round, against that round's bare loop.
+    pub ratio_by_round: Option<Vec<f64>>,
     /// Where the CPU went during the measured period.
     pub cpu: CpuUse,
     /// CPU microseconds per accepted request, by component.
     pub cpu_micros_per_request: BTreeMap<String, f64>,
 }
 
-/// Run the benchmark as the arguments say.
+/// Run the benchmark as the arguments say: `rounds` times the bare loop, then each receiver run,
+/// every one on a fresh queue, with the figures of each kind of run added up over the rounds.
 pub async fn run(args: &ReceiverArgs) -> anyhow::Result<ReceiverReport> {
     let mut machine = Machine::at_start();
     let window = || Window::starting_now(args.warmup, args.duration);
-
-    // The baseline first, on a prefix of its own.
+    let rounds = args.rounds.max(1);
     let bare_publishers = args.bare_publishers.unwrap_or(args.clients);
-    let bare = if args.backend == Backend::Amqp && !args.no_bare {
-        eprintln!(
-            "bare lapin loop: {} publishers, {} s warm-up, {} s measured",
-            bare_publishers,
+    let with_bare = args.backend == Backend::Amqp && !args.no_bare;
+    let claim_runs = args.claims.runs();
+
+    let mut bare_rounds = Rounds::default();
+    let mut receiver_rounds: Vec<Rounds> = claim_runs.iter().map(|_| Rounds::default()).collect();
+    for round in 1..=rounds {
+        let timing = format!(
+            "{} s warm-up, {} s measured",
             args.warmup.as_secs_f64(),
             args.duration.as_secs_f64()
         );
-        let run_queue = RunQueue::open(Backend::Amqp, &args.amqp_url, "bare").await?;
-        let topology = run_queue
-            .topology()
-            .cloned()
-            .context("the amqp backend has a topology")?;
-        let measured = bare::run(
-            &args.amqp_url,
-            &topology,
-            bare_publishers,
-            args.body_bytes,
-            window,
-        )
-        .await;
-        run_queue.remove().await?;
-        let (published, cpu) = measured?;
-        Some(Baseline {
+        // The baseline first, on a prefix of its own.
+        if with_bare {
+            eprintln!(
+                "round {round}/{rounds}: bare lapin loop, {bare_publishers} publishers, {timing}"
+            );
+            let run_queue = RunQueue::open(Backend::Amqp, &args.amqp_url, "bare").await?;
+            let topology = run_queue
+                .topology()
+                .cloned()
+                .context("the amqp backend has a topology")?;
+            let measured = bare::run(
+                &args.amqp_url,
+                &topology,
+                bare_publishers,
+                args.body_bytes,
+                window,
+            )
+            .await;
+            run_queue.remove().await?;
+            let (tally, cpu) = measured?;
+            bare_rounds.add(tally, cpu, args.duration);
+        }
+        for (claims, so_far) in claim_runs.iter().zip(&mut receiver_rounds) {
+            eprintln!(
+                "round {round}/{rounds}: receiver on {}, claim store {}, {} clients, {timing}",
+                args.backend.as_str(),
+                if *claims { "on" } else { "off" },
+                args.clients,
+            );
+            let (tally, cpu, queued) = run_once(args, *claims, window).await?;
+            so_far.add(tally, cpu, args.duration);
+            so_far.add_queued(queued);
+        }
+    }
+
+    let bare = with_bare.then(|| {
+        let per_second_by_round = bare_rounds.rates.clone();
+        let (published, cpu, _) = bare_rounds.total();
+        Baseline {
             publishers: bare_publishers,
             cpu_micros_per_message: cpu.micros_per(published.measured),
             published,
+            per_second_by_round,
             cpu,
+        }
+    });
+    let runs = claim_runs
+        .iter()
+        .zip(receiver_rounds)
+        .map(|(claims, rounds)| {
+            let per_second_by_round = rounds.rates.clone();
+            let ratio_by_round = bare.as_ref().map(|bare| {
+                per_second_by_round
+                    .iter()
+                    .zip(&bare.per_second_by_round)
+                    .map(|(receiver, bare)| receiver / bare.max(f64::EPSILON))
+                    .collect()
+            });
+            let (accepted, cpu, queued) = rounds.total();
+            let ratio_to_bare = bare
+                .as_ref()
+                .filter(|bare| bare.published.per_second > 0.0)
+                .map(|bare| accepted.per_second / bare.published.per_second);
+            ReceiverRun {
+                claims: *claims,
+                cpu_micros_per_request: cpu.micros_per(accepted.measured),
+                accepted,
+                per_second_by_round,
+                queued,
+                ratio_to_bare,
+                ratio_by_round,
+                cpu,
+            }
         })
-    } else {
-        None
-    };
-
-    let mut runs = Vec::new();
-    for claims in args.claims.runs() {
-        eprintln!(
-            "receiver on {}, claim store {}: {} clients, {} s warm-up, {} s measured",
-            args.backend.as_str(),
-            if claims { "on" } else { "off" },
-            args.clients,
-            args.warmup.as_secs_f64(),
-            args.duration.as_secs_f64()
-        );
-        let (accepted, cpu, queued) = run_once(args, claims, window).await?;
-        let ratio_to_bare = bare
-            .as_ref()
-            .filter(|bare| bare.published.per_second > 0.0)
-            .map(|bare| accepted.per_second / bare.published.per_second);
-        runs.push(ReceiverRun {
-            claims,
-            cpu_micros_per_request: cpu.micros_per(accepted.measured),
-            accepted,
-            queued,
-            ratio_to_bare,
-            cpu,
-        });
-    }
+        .collect();
 
     machine.finish();
     Ok(ReceiverReport {
@@ -164,9 +200,56 @@ pub async fn run(args: &ReceiverArgs) -> anyhow::Result<ReceiverReport> {
         body_bytes: args.body_bytes,
         warmup_secs: args.warmup.as_secs_f64(),
         duration_secs: args.duration.as_secs_f64(),
+        rounds,
         bare,
         runs,
     })
+}
+
+/// The rounds of one kind of run so far.
+struct Rounds {
+    tally: Tally,
+    cpu: Vec<CpuUse>,
+    measured: Duration,
+    /// Messages each round left in its queue, added up; `None` once a round could not tell.
+    queued: Option<u32>,
+    /// Successes per second of each round.
+    rates: Vec<f64>,
+}
+
+impl Default for Rounds {
+    fn default() -> Self {
+        Self {
+            tally: Tally::default(),
+            cpu: Vec::new(),
+            measured: Duration::ZERO,
+            queued: Some(0),
+            rates: Vec::new(),
+        }
+    }
+}
+
+impl Rounds {
+    fn add(&mut self, tally: Tally, cpu: CpuUse, measured: Duration) {
+        let seconds = measured.as_secs_f64().max(f64::EPSILON);
+        self.rates.push(tally.measured_ok as f64 / seconds);
+        self.tally.merge(tally);
+        self.cpu.push(cpu);
+        self.measured += measured;
+    }
+
+    fn add_queued(&mut self, queued: Option<u32>) {
+        self.queued = self.queued.zip(queued).map(|(so_far, more)| so_far + more);
+    }
+
+    /// Every round's successes over their summed measured time, their CPU, and what they queued.
+    fn total(self) -> (Throughput, CpuUse, Option<u32>) {
+        (
+            self.tally.summary(self.measured),
+            CpuUse::combine(&self.cpu),
+            self.queued,
+        )
+    }
 }
 
 /// One receiver run on a fresh queue: the accepted requests, the CPU used, and the work
@@ -175,7 +258,7 @@ async fn run_once(
     args: &ReceiverArgs,
     claims: bool,
     window_of: impl FnOnce() -> Window,
-) -> anyhow::Result<(Throughput, CpuUse, Option<u32>)> {
+) -> anyhow::Result<(Tally, CpuUse, Option<u32>)> {
     // The receiver gets a runtime of its own, as in the daemon, with one worker per core; the
     // load tasks stay on the benchmark's runtime, so their CPU can be told apart. The queue is
     // opened on the receiver's runtime, so the tasks its client spawns run there too.
@@ -267,7 +350,7 @@ async fn load(
     args: &ReceiverArgs,
     address: SocketAddr,
     window_of: impl FnOnce() -> Window,
-) -> anyhow::Result<(Throughput, CpuUse)> {
+) -> anyhow::Result<(Tally, CpuUse)> {
     let uri: Uri = format!("/v1/customerio/{ENDPOINT_TOKEN}/reporting")
         .parse()
         .context("the reporting path is a valid URI")?;
@@ -304,7 +387,7 @@ async fn load(
     if tally.total_ok == 0 {
         bail!("the receiver accepted nothing: {:?}", tally.errors);
     }
-    Ok((tally.summary(&window), cpu))
+    Ok((tally, cpu))
 }
 
 /// One load task: a keep-alive HTTP/1.1 connection (hyper's connection-level client, driven in
@@ -410,10 +493,11 @@ impl ReceiverReport {
     pub fn summary(&self) -> String {
         let mut lines = vec![
             format!(
-                "receiver benchmark on {} ({} clients, {} B bodies, {} s warm-up, {} s measured)",
+                "receiver benchmark on {} ({} clients, {} B bodies, {} rounds of {} s warm-up and {} s measured)",
                 self.backend.as_str(),
                 self.clients,
                 self.body_bytes,
+                self.rounds,
                 self.warmup_secs,
                 self.duration_secs
             ),
@@ -424,6 +508,10 @@ impl ReceiverReport {
                 "  bare lapin loop ({} publishers): {}",
                 bare.publishers,
                 bare.published.line("messages")
+            ));
+            lines.push(format!(
+                "    by round: {}",
+                rates_line(&bare.per_second_by_round)
             ));
             lines.push(format!("    cpu: {}", bare.cpu.line()));
             lines.push(format!(
@@ -438,6 +526,10 @@ impl ReceiverReport {
                 "receiver, claims off:"
             };
             lines.push(format!("  {label} {}", run.accepted.line("requests")));
+            lines.push(format!(
+                "    by round: {}",
+                rates_line(&run.per_second_by_round)
+            ));
             lines.push(format!("    cpu: {}", run.cpu.line()));
             lines.push(format!(
                 "    cpu per request: {}",
@@ -458,10 +550,21 @@ impl ReceiverReport {
                 lines.push(format!(
                     "    ratio receiver/bare: {ratio:.2} ({verdict}: >= {TARGET_RATIO})"
                 ));
+                if let Some(by_round) = &run.ratio_by_round {
+                    let ratios: Vec<String> =
+                        by_round.iter().map(|ratio| format!("{ratio:.2}")).collect();
+                    lines.push(format!("    ratio by round: {}", ratios.join(", ")));
+                }
             }
         }
         lines.join("\n")
     }
+}
+
+/// `6012/s, 7410/s, 6530/s`.
+fn rates_line(rates: &[f64]) -> String {
+    let rates: Vec<String> = rates.iter().map(|rate| format!("{rate:.0}/s")).collect();
+    rates.join(", ")
 }
 
 /// `broker 95 us, load 60 us, receiver 80 us`.

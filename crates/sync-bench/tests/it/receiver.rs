@@ -15,10 +15,12 @@ fn args(backend: Backend, amqp_url: &str) -> ReceiverArgs {
         clients: 8,
         body_bytes: 1024,
         warmup: Duration::from_millis(200),
-        duration: Duration::from_secs(1),
+        duration: Duration::from_millis(500),
+        rounds: 2,
         claims: Claims::Both,
         no_bare: false,
         bare_publishers: None,
+        receiver_threads: None,
     }
 }
 
@@ -27,8 +29,11 @@ async fn amqp_runs_queue_every_accepted_request_and_compare_with_the_bare_loop()
     let url = require_broker().await;
     let report = receiver::run(&args(Backend::Amqp, url)).await.unwrap();
 
-    let bare = &report.bare.as_ref().expect("the bare loop ran").published;
+    let baseline = report.bare.as_ref().expect("the bare loop ran");
+    let bare = &baseline.published;
     assert!(bare.total > 0 && bare.errors == 0, "{bare:?}");
+    assert_eq!(report.rounds, 2);
+    assert_eq!(baseline.per_second_by_round.len(), 2);
     assert_eq!(report.runs.len(), 2);
     assert_eq!(
         report.runs.iter().map(|run| run.claims).collect::<Vec<_>>(),
@@ -43,12 +48,22 @@ async fn amqp_runs_queue_every_accepted_request_and_compare_with_the_bare_loop()
             "each accepted request is queued exactly once"
         );
         let ratio = run.ratio_to_bare.expect("a ratio to the bare loop");
+        // The rounds add up: two rounds of 0.5 s measured.
+        let mean_rate = run.per_second_by_round.iter().sum::<f64>() / 2.0;
+        assert!(
+            (mean_rate - run.accepted.per_second).abs() < 1e-6,
+            "{run:?}"
+        );
+        let by_round = run.ratio_by_round.as_ref().expect("a ratio in each round");
+        assert_eq!(by_round.len(), 2);
+        assert!(by_round.iter().all(|ratio| *ratio > 0.0), "{by_round:?}");
         assert!(run.cpu.components["receiver"] > 0.0, "{:?}", run.cpu);
         assert!((ratio - run.accepted.per_second / bare.per_second).abs() < 1e-9);
     }
     let summary = report.summary();
     assert!(summary.contains("bare lapin loop"), "{summary}");
     assert!(summary.contains("ratio receiver/bare"), "{summary}");
+    assert!(summary.contains("ratio by round: "), "{summary}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
