@@ -14,6 +14,8 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sync_core::Secret;
 
+mod statuses;
+
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -291,7 +293,9 @@ pub struct DeliverySettings {
     pub max_rate_limit_wait: Duration,
     /// Upstream error statuses retried with backoff; any other error status is dead-lettered.
     /// By default `408` and `500` to `599`. A `429` is always a rate limit (the client pauses and
-    /// the message is retried), listed or not; a `2xx` may not be listed.
+    /// the message is retried), listed or not; a `2xx` may not be listed. Items are codes or
+    /// inclusive ranges: `[408, "500-599"]`, or `408,500-599` in the environment.
+    #[serde(with = "statuses")]
     pub retryable_statuses: Vec<u16>,
 }
 
@@ -717,6 +721,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(settings.delivery.retryable_statuses, vec![502, 503, 409]);
+        let settings = Settings::load_with_env(
+            None,
+            env(&[("SYNC__DELIVERY__RETRYABLE_STATUSES", "408,500-504")]),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.delivery.retryable_statuses,
+            vec![408, 500, 501, 502, 503, 504]
+        );
+        let printed = Settings::load_with_env(None, env(&[]))
+            .unwrap()
+            .redacted_toml()
+            .unwrap();
+        let printed: toml::Value = toml::from_str(&printed).unwrap();
+        assert_eq!(
+            printed["delivery"]["retryable_statuses"],
+            toml::Value::try_from((408, "500-599")).unwrap()
+        );
 
         let err = Settings::load_with_env(
             None,
