@@ -92,9 +92,9 @@ pub struct QueueSettings {
     pub delivery_limit: u32,
     /// Unsettled messages per consumer.
     pub prefetch: u16,
-    /// Embedded backend: how long a consumer may hold a message before it is offered again
-    /// (after a crash, the wait before redelivery). Keep it above `delivery.max_rate_limit_wait`
-    /// plus `chameleon.batch_linger` and a request timeout, since leases are not renewed.
+    /// Embedded backend: after a crash, how long the messages the process held wait before they
+    /// are offered again. A running process renews its leases every third of this, for up to 30
+    /// minutes per message, so slow deliveries keep their messages.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
     /// Time allowed for each broker operation; the receiver answers `503` when a publish takes

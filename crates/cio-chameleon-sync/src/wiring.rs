@@ -46,8 +46,8 @@ pub async fn queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
             let config = EmbeddedConfig {
                 path: queue.path.clone(),
                 lease: queue.lease,
-                poll_interval: std::time::Duration::from_millis(250),
                 delivery_limit: queue.delivery_limit,
+                ..EmbeddedConfig::default()
             };
             let embedded = EmbeddedQueue::open(config)
                 .await

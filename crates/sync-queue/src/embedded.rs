@@ -25,6 +25,11 @@
 //! shutting down) gives its message back at once rather than at lease expiry. Two consumers, even
 //! in two processes, never hold the same message: claims run under SQLite's write lock.
 //!
+//! While a delivery is held, the process renews its lease every third of `lease`, so a slow batch
+//! or a long rate-limit pause keeps its messages; only a process that stops (or a delivery held
+//! longer than `max_hold`, like RabbitMQ's consumer timeout) lets a lease run out. `lease` is
+//! therefore the wait before redelivery after a crash, not a limit on how long work may take.
+//!
 //! # Writes and time
 //! One writer thread owns the read-write connection and runs every change in group transactions
 //! (see `embedded/writer.rs`): `publish` returns only after the transaction holding it committed,
@@ -50,15 +55,17 @@ mod schema;
 mod store;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode};
 use sync_core::time::now_ms;
 use tokio::sync::{Notify, watch};
-use tracing::{debug, info};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
 use self::writer::Writer;
 use crate::{DeadFilter, DeadLetter, DeliveryStream, Direction, Envelope, Queue, QueueError};
@@ -71,8 +78,12 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct EmbeddedConfig {
     /// The SQLite file; its parent folder is created if missing.
     pub path: PathBuf,
-    /// A delivered message not settled within this long is redelivered.
+    /// How long a delivery stays claimed without word from its holder: a process that stops
+    /// (a crash) sees its messages redelivered this long after its last renewal.
     pub lease: Duration,
+    /// Leases of a delivery held this long are no longer renewed, so a consumer that hangs gives
+    /// its messages back one `lease` later. RabbitMQ's consumer timeout plays the same part.
+    pub max_hold: Duration,
     /// How often an idle consumer looks for due messages published by another process or coming
     /// due (a publish in the same process wakes it at once).
     pub poll_interval: Duration,
@@ -86,6 +97,7 @@ impl Default for EmbeddedConfig {
         Self {
             path: PathBuf::from("data/queue.sqlite3"),
             lease: Duration::from_secs(60),
+            max_hold: Duration::from_secs(30 * 60),
             poll_interval: Duration::from_millis(250),
             delivery_limit: 10,
         }
@@ -118,6 +130,9 @@ struct Shared {
     /// Wakes this process's consumers of a direction when something became due there.
     wakeups: [Notify; 2],
     closed: watch::Sender<bool>,
+    /// Leases held by this process's deliveries, by message `seq` and lease token, with when
+    /// each was claimed; the renewal task extends them.
+    held: Mutex<HashMap<(i64, Arc<str>), Instant>>,
 }
 
 impl Shared {
@@ -125,6 +140,53 @@ impl Shared {
         match direction {
             Direction::Inbound => &self.wakeups[0],
             Direction::Outbound => &self.wakeups[1],
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<(i64, Arc<str>), Instant>> {
+        // The map holds no invariant a panic could break half-way.
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Extend the leases this process still holds and has held for less than `max_hold`.
+    async fn renew_leases(&self) -> Result<(), QueueError> {
+        let now = Instant::now();
+        let due: Vec<(i64, Arc<str>)> = self
+            .held()
+            .iter()
+            .filter(|(_, claimed_at)| now.duration_since(**claimed_at) < self.config.max_hold)
+            .map(|(key, _)| key.clone())
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let lease_ms = millis(self.config.lease);
+        let held = due.len();
+        let renewed = self
+            .writer
+            .call(move |conn| store::renew(conn, &due, now_ms().saturating_add(lease_ms)))
+            .await?;
+        debug!(held, renewed, "embedded leases renewed");
+        Ok(())
+    }
+}
+
+/// Renew the leases held in this process every third of the lease, until the queue closes or is
+/// dropped.
+async fn renew_leases(shared: Weak<Shared>, mut closed: watch::Receiver<bool>, lease: Duration) {
+    let interval = (lease / 3).max(Duration::from_millis(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = closed.wait_for(|closed| *closed) => return,
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if let Err(error) = shared.renew_leases().await {
+            warn!(%error, "embedded queue could not renew leases; they expire unless the next renewal succeeds");
         }
     }
 }
@@ -163,15 +225,20 @@ impl EmbeddedQueue {
             schema = schema::SCHEMA_VERSION,
             "embedded queue opened"
         );
-        Ok(Self {
-            shared: Arc::new(Shared {
-                config,
-                writer,
-                reader: Mutex::new(read_conn),
-                wakeups: [Notify::new(), Notify::new()],
-                closed: watch::Sender::new(false),
-            }),
-        })
+        let shared = Arc::new(Shared {
+            config,
+            writer,
+            reader: Mutex::new(read_conn),
+            wakeups: [Notify::new(), Notify::new()],
+            closed: watch::Sender::new(false),
+            held: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(renew_leases(
+            Arc::downgrade(&shared),
+            shared.closed.subscribe(),
+            shared.config.lease,
+        ));
+        Ok(Self { shared })
     }
 
     pub fn config(&self) -> &EmbeddedConfig {

@@ -108,6 +108,7 @@ impl Consumer {
             delivery_limit: config.delivery_limit,
         };
         let claim_shared = Arc::clone(&shared);
+        let claimed_at = tokio::time::Instant::now();
         let (leased, buried, next_due) = shared
             .writer
             .call(move |conn| {
@@ -115,6 +116,11 @@ impl Consumer {
                 // Leases exist from here on: one that never reaches a consumer gives its
                 // message back when dropped.
                 let token: Arc<str> = Arc::from(request.token.as_str());
+                let mut held = claim_shared.held();
+                for row in &claimed.rows {
+                    held.insert((row.seq, Arc::clone(&token)), claimed_at);
+                }
+                drop(held);
                 let leased = claimed
                     .rows
                     .into_iter()
@@ -198,11 +204,9 @@ fn ended() -> QueueError {
     QueueError::ConsumerEnded("embedded queue closed".to_owned())
 }
 
-/// The claim on one message. Dropped unsettled, it gives the message back at once (due now,
-/// delivery count kept) instead of letting it wait for the lease to expire.
-// Limitation: a lease is not renewed while its delivery is held, so a consumer that keeps a
-// message longer than `lease` (a slow batch, a long rate-limit pause) sees it redelivered to
-// another consumer and its own settle refused.
+/// The claim on one message, renewed by the queue while it lives (see `Shared::held`). Dropped
+/// unsettled, it gives the message back at once (due now, delivery count kept) instead of
+/// letting it wait for the lease to expire.
 struct Lease {
     shared: Arc<Shared>,
     direction: Direction,
@@ -214,6 +218,9 @@ struct Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        self.shared
+            .held()
+            .remove(&(self.seq, Arc::clone(&self.token)));
         if !self.armed {
             return;
         }

@@ -2,6 +2,8 @@
 //! These functions are plain and blocking; the writer thread runs the ones that write, and the
 //! reader connection runs the listings.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use rusqlite::types::{Type, Value};
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -147,6 +149,24 @@ pub(super) fn claim(
         )?
         .query_row([direction], |row| row.get(0))?;
     Ok(claimed)
+}
+
+/// Push the expiry of leases still held under their tokens to `expires_at`; a lease taken over by
+/// another consumer, or a message settled meanwhile, is left alone. Returns how many were renewed.
+pub(super) fn renew(
+    conn: &Connection,
+    held: &[(i64, Arc<str>)],
+    expires_at: i64,
+) -> rusqlite::Result<usize> {
+    let mut renew = conn.prepare_cached(
+        "UPDATE messages SET lease_expires_at = ?3, due_at = ?3 \
+         WHERE seq = ?1 AND lease_token = ?2 AND state = 'ready'",
+    )?;
+    let mut renewed = 0;
+    for (seq, token) in held {
+        renewed += renew.execute(params![seq, &**token, expires_at])?;
+    }
+    Ok(renewed)
 }
 
 /// Delete a settled message. False when the lease is no longer this token's.

@@ -32,6 +32,7 @@ fn config(dir: &TempDir) -> EmbeddedConfig {
         lease: Duration::from_secs(60),
         poll_interval: Duration::from_millis(20),
         delivery_limit: 10,
+        ..EmbeddedConfig::default()
     }
 }
 
@@ -498,8 +499,10 @@ async fn replay_with_a_rate_paces_itself() {
 #[tokio::test]
 async fn an_expired_lease_is_redelivered_and_the_old_holder_cannot_settle() {
     let dir = tempfile::tempdir().unwrap();
+    // Leases of deliveries held for any time at all are not renewed: the holder looks hung.
     let config = EmbeddedConfig {
         lease: Duration::from_millis(300),
+        max_hold: Duration::ZERO,
         ..config(&dir)
     };
     let queue = open(&config).await;
@@ -531,6 +534,40 @@ async fn an_expired_lease_is_redelivered_and_the_old_holder_cannot_settle() {
             .is_empty()
     );
     fresh.settle(Settlement::Ack).await.unwrap();
+    assert_eq!(rows(&config), (0, 0));
+}
+
+#[tokio::test]
+async fn a_held_delivery_keeps_its_lease_past_the_lease_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig {
+        lease: Duration::from_millis(1500),
+        ..config(&dir)
+    };
+    let queue = open(&config).await;
+    let sent = envelope(Source::ChameleonWebhook, "slow");
+    queue.publish(&sent).await.unwrap();
+    let mut holder = queue.consume(Direction::Outbound, 1).await.unwrap();
+    let held = next(&mut holder).await;
+    let expiry = || {
+        rusqlite::Connection::open(&config.path)
+            .unwrap()
+            .query_row("SELECT lease_expires_at FROM messages", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .unwrap()
+    };
+    let first_expiry = expiry();
+
+    // Another process on the same file waits more than two lease lengths and gets nothing.
+    let other = open(&config).await;
+    let mut other_stream = other.consume(Direction::Outbound, 1).await.unwrap();
+    let watched = tokio::time::timeout(Duration::from_secs(4), other_stream.next()).await;
+    assert!(watched.is_err(), "redelivered while still held");
+    assert!(expiry() > first_expiry, "the lease was not renewed");
+
+    // The holder still owns the message and settles it.
+    held.settle(Settlement::Ack).await.unwrap();
     assert_eq!(rows(&config), (0, 0));
 }
 
@@ -595,6 +632,7 @@ async fn leases_that_keep_expiring_dead_letter_the_message() {
     let dir = tempfile::tempdir().unwrap();
     let config = EmbeddedConfig {
         lease: Duration::from_millis(200),
+        max_hold: Duration::ZERO,
         delivery_limit: 2,
         ..config(&dir)
     };

@@ -60,6 +60,7 @@ impl Receiver {
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_millis(20),
             delivery_limit: 10,
+            ..EmbeddedConfig::default()
         })
         .await
         .expect("open the embedded queue");
