@@ -1,8 +1,9 @@
-//! The baseline of the receiver benchmark: what the broker alone gives. Concurrent publishers,
-//! each on its own confirm-mode channel of one connection, publish persistent `mandatory` 1 KiB
-//! messages to the run's exchange with the reporting routing key (so into the same quorum work
-//! queue the receiver fills) and wait for each confirm before the next publish. No HTTP, no
-//! signature check, no JSON parsing, no claim: the receiver can only be slower.
+//! The baseline of the receiver benchmark: what the broker alone gives. Concurrent publishers
+//! on confirm-mode channels of one connection (one channel each, unless `--bare-channels` makes
+//! them share) publish persistent `mandatory` 1 KiB messages to the run's exchange with the
+//! reporting routing key (so into the same quorum work queue the receiver fills) and wait for
+//! each confirm before the next publish. No HTTP, no signature check, no JSON parsing, no claim:
+//! the receiver can only be slower.
 
 use anyhow::{Context, bail};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -27,12 +28,14 @@ pub async fn run(
     url: &str,
     topology: &Topology,
     publishers: usize,
+    channel_count: usize,
     body_bytes: usize,
     window_of: impl FnOnce() -> Window,
 ) -> anyhow::Result<(Tally, CpuUse)> {
     let connection = backend::connect(url).await?;
-    let mut channels = Vec::with_capacity(publishers);
-    for _ in 0..publishers.max(1) {
+    let channel_count = channel_count.clamp(1, publishers.max(1));
+    let mut channels = Vec::with_capacity(channel_count);
+    for _ in 0..channel_count {
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -49,7 +52,8 @@ pub async fn run(
     // ratio are loaded the same way.
     let (tallied, cpu) = load::on_load_thread(window, move || async move {
         let mut tasks = JoinSet::new();
-        for (task, channel) in channels.into_iter().enumerate() {
+        for task in 0..publishers.max(1) {
+            let channel = channels[task % channels.len()].clone();
             let (exchange, body) = (exchange.clone(), body.clone());
             tasks.spawn(publish_loop(channel, exchange, body, task, window));
         }

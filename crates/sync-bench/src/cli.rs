@@ -104,6 +104,10 @@ pub struct ReceiverArgs {
     /// Publishers of the bare baseline; `--clients` when not given.
     #[arg(long)]
     pub bare_publishers: Option<usize>,
+    /// Channels the bare publishers share, each publisher on channel `index % channels`; one per
+    /// publisher when not given.
+    #[arg(long)]
+    pub bare_channels: Option<usize>,
     /// Worker threads of the receiver's runtime; one per core when not given, as in the daemon.
     #[arg(long)]
     pub receiver_threads: Option<usize>,

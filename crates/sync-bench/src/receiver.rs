@@ -68,6 +68,8 @@ pub struct ReceiverReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct Baseline {
     pub publishers: usize,
+    /// Confirm channels the publishers share.
+    pub channels: usize,
     /// Confirmed messages, all rounds together.
     pub published: Throughput,
     pub per_second_by_round: Vec<f64>,
@@ -104,7 +106,11 @@ pub async fn run(args: &ReceiverArgs) -> anyhow::Result<ReceiverReport> {
     let mut machine = Machine::at_start();
     let window = || Window::starting_now(args.warmup, args.duration);
     let rounds = args.rounds.max(1);
-    let bare_publishers = args.bare_publishers.unwrap_or(args.clients);
+    let bare_publishers = args.bare_publishers.unwrap_or(args.clients).max(1);
+    let bare_channels = args
+        .bare_channels
+        .unwrap_or(bare_publishers)
+        .clamp(1, bare_publishers);
     let with_bare = args.backend == Backend::Amqp && !args.no_bare;
     let claim_runs = args.claims.runs();
 
@@ -119,7 +125,8 @@ pub async fn run(args: &ReceiverArgs) -> anyhow::Result<ReceiverReport> {
         // The baseline first, on a prefix of its own.
         if with_bare {
             eprintln!(
-                "round {round}/{rounds}: bare lapin loop, {bare_publishers} publishers, {timing}"
+                "round {round}/{rounds}: bare lapin loop, {bare_publishers} publishers on \
+                 {bare_channels} channels, {timing}"
             );
             let run_queue = RunQueue::open(Backend::Amqp, &args.amqp_url, "bare").await?;
             let topology = run_queue
@@ -130,6 +137,7 @@ pub async fn run(args: &ReceiverArgs) -> anyhow::Result<ReceiverReport> {
                 &args.amqp_url,
                 &topology,
                 bare_publishers,
+                bare_channels,
                 args.body_bytes,
                 window,
             )
@@ -156,6 +164,7 @@ pub async fn run(args: &ReceiverArgs) -> anyhow::Result<ReceiverReport> {
         let (published, cpu, _) = bare_rounds.total();
         Baseline {
             publishers: bare_publishers,
+            channels: bare_channels,
             cpu_micros_per_message: cpu.micros_per(published.measured),
             published,
             per_second_by_round,
@@ -505,8 +514,9 @@ impl ReceiverReport {
         ];
         if let Some(bare) = &self.bare {
             lines.push(format!(
-                "  bare lapin loop ({} publishers): {}",
+                "  bare lapin loop ({} publishers, {} channels): {}",
                 bare.publishers,
+                bare.channels,
                 bare.published.line("messages")
             ));
             lines.push(format!(

@@ -20,6 +20,7 @@ fn args(backend: Backend, amqp_url: &str) -> ReceiverArgs {
         claims: Claims::Both,
         no_bare: false,
         bare_publishers: None,
+        bare_channels: None,
         receiver_threads: None,
     }
 }
@@ -27,9 +28,13 @@ fn args(backend: Backend, amqp_url: &str) -> ReceiverArgs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_runs_queue_every_accepted_request_and_compare_with_the_bare_loop() {
     let url = require_broker().await;
-    let report = receiver::run(&args(Backend::Amqp, url)).await.unwrap();
+    let mut args = args(Backend::Amqp, url);
+    // Eight publishers sharing three channels.
+    args.bare_channels = Some(3);
+    let report = receiver::run(&args).await.unwrap();
 
     let baseline = report.bare.as_ref().expect("the bare loop ran");
+    assert_eq!((baseline.publishers, baseline.channels), (8, 3));
     let bare = &baseline.published;
     assert!(bare.total > 0 && bare.errors == 0, "{bare:?}");
     assert_eq!(report.rounds, 2);
@@ -61,7 +66,10 @@ async fn amqp_runs_queue_every_accepted_request_and_compare_with_the_bare_loop()
         assert!((ratio - run.accepted.per_second / bare.per_second).abs() < 1e-9);
     }
     let summary = report.summary();
-    assert!(summary.contains("bare lapin loop"), "{summary}");
+    assert!(
+        summary.contains("bare lapin loop (8 publishers, 3 channels)"),
+        "{summary}"
+    );
     assert!(summary.contains("ratio receiver/bare"), "{summary}");
     assert!(summary.contains("ratio by round: "), "{summary}");
 }
