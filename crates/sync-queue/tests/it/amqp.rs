@@ -391,6 +391,73 @@ async fn two_hundred_concurrent_publishes_are_all_confirmed() {
     assert_quiet(&mut stream, &timing()).await;
 }
 
+/// Publishes share confirm channels, so a return must fail its own publish and no other: an
+/// unroutable message reported as published would be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returns_among_concurrent_publishes_fail_only_their_own() {
+    let scratch = Scratch::new().await;
+    let queue: Arc<dyn Queue> = Arc::new(scratch.queue().await);
+    let topology = scratch.topology();
+    let (connection, channel) = raw_channel().await;
+    channel
+        .queue_unbind(
+            topology.work_queue(Direction::Outbound).as_str().into(),
+            topology.exchange().into(),
+            "chameleon.#".into(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("unbind the outbound queue");
+
+    let sent: Vec<_> = (0..150)
+        .map(|n| match n % 5 {
+            0 => envelope(Source::ChameleonWebhook, &format!("mixed-out-{n}")),
+            _ => envelope(Source::CustomerioReporting, &format!("mixed-in-{n}")),
+        })
+        .collect();
+    let outcomes =
+        futures::future::join_all(sent.iter().map(|envelope| queue.publish(envelope))).await;
+
+    let mut refused = 0;
+    let mut inbound = HashSet::new();
+    let mut outbound = HashSet::new();
+    for (envelope, outcome) in sent.iter().zip(outcomes) {
+        let id = envelope.message_id.clone();
+        match (envelope.source, outcome) {
+            (Source::ChameleonWebhook, Ok(())) => {
+                outbound.insert(id);
+            }
+            (Source::ChameleonWebhook, Err(QueueError::Refused(message))) => {
+                assert!(message.contains("unroutable"), "{message}");
+                refused += 1;
+            }
+            (_, Ok(())) => {
+                inbound.insert(id);
+            }
+            (_, outcome) => panic!("routable {id} failed: {outcome:?}"),
+        }
+    }
+    assert!(refused > 0, "no outbound publish was refused");
+    assert_eq!(inbound.len(), 120);
+
+    // Every publish reported as done is in its queue; refused ones are nowhere.
+    for (direction, expected) in [
+        (Direction::Inbound, inbound),
+        (Direction::Outbound, outbound),
+    ] {
+        let mut stream = subscribe(&queue, direction, 200).await;
+        let mut seen = HashSet::new();
+        while seen.len() < expected.len() {
+            let delivery = next(&mut stream, &timing(), "a confirmed publish").await;
+            seen.insert(delivery.envelope.message_id.clone());
+            settle(delivery, Settlement::Ack).await;
+        }
+        assert_eq!(seen, expected, "{direction:?}");
+        assert_quiet(&mut stream, &timing()).await;
+    }
+    let _ = connection.close(200, "done".into()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_broker_is_unavailable_within_the_operation_timeout() {
     let config = AmqpConfig {
