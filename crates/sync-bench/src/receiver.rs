@@ -126,7 +126,8 @@ pub async fn run(args: &ReceiverArgs) -> anyhow::Result<ReceiverReport> {
         if with_bare {
             eprintln!(
                 "round {round}/{rounds}: bare lapin loop, {bare_publishers} publishers on \
-                 {bare_channels} channels, {timing}"
+                 {}, {timing}",
+                channels(bare_channels)
             );
             let run_queue = RunQueue::open(Backend::Amqp, &args.amqp_url, "bare").await?;
             let topology = run_queue
@@ -514,9 +515,9 @@ impl ReceiverReport {
         ];
         if let Some(bare) = &self.bare {
             lines.push(format!(
-                "  bare lapin loop ({} publishers, {} channels): {}",
+                "  bare lapin loop ({} publishers, {}): {}",
                 bare.publishers,
-                bare.channels,
+                channels(bare.channels),
                 bare.published.line("messages")
             ));
             lines.push(format!(
@@ -585,4 +586,11 @@ fn micros_line(micros: &BTreeMap<String, f64>) -> String {
         .map(|(name, us)| format!("{name} {us:.0} us"))
         .collect();
     parts.join(", ")
+}
+
+fn channels(count: usize) -> String {
+    match count {
+        1 => "1 channel".to_owned(),
+        _ => format!("{count} channels"),
+    }
 }

@@ -3,9 +3,9 @@
 //! Publishes queue up for a few lanes, each a task that owns one confirm-mode channel. A lane
 //! takes everything waiting (up to [`MAX_GROUP`]), publishes it as one group, waits for all of the
 //! group's confirms, and only then takes the next group. Many confirms are therefore in flight on
-//! each channel, and the broker confirms them in batches: on the development machine a loop that
-//! shares 4 channels between 64 publishers costs the broker about 75 µs per message, one channel
-//! per publisher about 105 µs (docs/benchmarks.md).
+//! each channel, and a publish costs the receiver's threads and lapin's I/O thread less than one
+//! channel per publish did (about 9 µs less per request on the development machine,
+//! docs/benchmarks.md).
 //!
 //! A message the broker returns as unroutable must fail its own publish. lapin hands each
 //! returned message to whichever confirm it completes next on the channel, which with several
@@ -33,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 use super::link::{Link, unavailable};
 use crate::QueueError;
 
-/// Lanes, and so publishing channels. Two to eight performed alike in the benchmark; four leave
-/// room for a lane waiting on a slow group while the others go on.
+/// Lanes, and so publishing channels. Four, eight and sixteen performed alike in the receiver
+/// benchmark; four leave room for lanes waiting on slow groups while the others go on.
 const LANES: usize = 4;
 
 /// Most publishes in one group.
