@@ -11,10 +11,26 @@ use sync_core::{Direction, Source};
 use sync_queue::{DeadFilter, DeadLetter};
 
 use crate::cli::{DlqCommand, Filter};
-use crate::settings::Settings;
+use crate::settings::{Backend, Settings};
 use crate::wiring;
 
 pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> {
+    // Say which queue is read: without the daemon's configuration this is the embedded default,
+    // and an empty listing from the wrong queue would look like good news.
+    match settings.queue.effective_backend() {
+        Backend::Amqp => eprintln!("RabbitMQ, queue prefix {}", settings.queue.prefix),
+        Backend::Embedded => {
+            let path = &settings.queue.path;
+            if !path.exists() {
+                bail!(
+                    "no embedded queue at {}: pass the daemon's configuration with --config \
+                     (or SYNC_CONFIG) to read its dead letters",
+                    path.display()
+                );
+            }
+            eprintln!("embedded queue {}", path.display());
+        }
+    }
     let queue = wiring::queue(&settings).await?;
     let result = match command {
         DlqCommand::List { filter, json } => {
@@ -49,10 +65,10 @@ pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> 
             let (direction, dead_filter) = parse_filter(&filter, true)?;
             if dry_run {
                 let count = queue.dead_letters(direction, &dead_filter).await?.len();
-                println!("{count} dead letters would be replayed from {direction}");
+                println!("{} would be replayed from {direction}", letters(count));
             } else {
                 let count = queue.replay(direction, &dead_filter, rate).await?;
-                println!("replayed {count} dead letters to {direction}");
+                println!("replayed {} to {direction}", letters(count));
                 if count < dead_filter.ids.len() {
                     bail!(
                         "{} of the ids named are not dead letters in {direction}",
@@ -70,14 +86,14 @@ pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> 
             let (direction, dead_filter) = parse_filter(&filter, true)?;
             let count = queue.dead_letters(direction, &dead_filter).await?.len();
             if dry_run {
-                println!("{count} dead letters would be purged from {direction}");
+                println!("{} would be purged from {direction}", letters(count));
             } else if count == 0 && !dead_filter.ids.is_empty() {
                 bail!("no dead letter in {direction} has the ids named");
             } else if count == 0 {
                 println!("no dead letters match");
-            } else if yes || confirm(&format!("delete {count} dead letters from {direction}?"))? {
+            } else if yes || confirm(&format!("delete {} from {direction}?", letters(count)))? {
                 let purged = queue.purge(direction, &dead_filter).await?;
-                println!("purged {purged} dead letters from {direction}");
+                println!("purged {} from {direction}", letters(purged));
             } else {
                 println!("nothing deleted");
             }
@@ -175,8 +191,14 @@ fn print_table(dead: &[DeadLetter]) {
             error
         );
     }
-    let count = dead.len();
-    println!("{count} dead letter{}", if count == 1 { "" } else { "s" });
+    println!("{}", letters(dead.len()));
+}
+
+fn letters(count: usize) -> String {
+    match count {
+        1 => "1 dead letter".to_owned(),
+        _ => format!("{count} dead letters"),
+    }
 }
 
 fn confirm(question: &str) -> anyhow::Result<bool> {

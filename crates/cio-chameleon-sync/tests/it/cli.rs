@@ -90,6 +90,30 @@ fn unknown_keys_exit_non_zero_with_one_clear_line() {
     assert!(output.stdout.is_empty());
 }
 
+#[test]
+fn dlq_without_the_daemons_queue_says_so_instead_of_listing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let missing = dir.path().join("nowhere").join("queue.sqlite3");
+    std::fs::write(
+        &config,
+        format!(
+            "[queue]\nbackend = \"embedded\"\npath = {:?}\n",
+            missing.display().to_string()
+        ),
+    )
+    .unwrap();
+    let output = run(&["dlq", "list", "--queue", "inbound"], &config);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("no embedded queue at") && stderr.contains("--config"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "{}", text(&output.stdout));
+    assert!(!missing.exists(), "the queue file was created");
+}
+
 #[tokio::test]
 async fn dlq_commands_on_rabbitmq() {
     let _broker = support::require_broker().await;
