@@ -26,7 +26,7 @@ pub async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
     let sandbox = Sandbox::new(sandbox_config(&args));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
     tracing::info!(listen = %args.listen, "sandbox serving Chameleon and Customer.io stand-ins");
     println!(
         "sandbox on http://{0}: Chameleon at http://{0}, Customer.io Track at http://{0}, \
@@ -71,7 +71,12 @@ pub async fn run(
     let sandbox = Sandbox::new(sandbox_config(&sandbox_args));
     let listener = tokio::net::TcpListener::bind(args.sandbox_listen)
         .await
-        .with_context(|| format!("cannot listen on {} for the sandbox", args.sandbox_listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the sandbox (--sandbox-listen)",
+                args.sandbox_listen
+            )
+        })?;
     let sandbox_url = format!("http://{}", args.sandbox_listen);
     let stop_sandbox = shutdown.clone();
     let sandbox_task = tokio::spawn(sandbox.clone().serve(listener, async move {

@@ -67,6 +67,16 @@ pub async fn run_until(
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Every role serves /healthz, /readyz and /metrics; only the receiver role takes webhooks.
+    // The port comes first: a start that cannot listen touches nothing on the broker.
+    let listener = tokio::net::TcpListener::bind(settings.server.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (server.listen, or SYNC__SERVER__LISTEN)",
+                settings.server.listen
+            )
+        })?;
     let queue = wiring::queue(&settings).await?;
     let readiness = Arc::new(Readiness::new());
     let mut tasks = JoinSet::new();
@@ -109,10 +119,6 @@ pub async fn run_until(
         });
     }
 
-    // Every role serves /healthz, /readyz and /metrics; only the receiver role takes webhooks.
-    let listener = tokio::net::TcpListener::bind(settings.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
     let mut receiver_config = wiring::receiver_config(&settings);
     if roles.receiver && receiver_config.customerio_endpoint_token.is_empty() {
         tracing::warn!("customerio.endpoint_token is not set: the Customer.io routes answer 404");
