@@ -3,7 +3,9 @@
 //! confirmation, answer. Bad input gets a 4xx naming the problem; a queue that cannot take the
 //! message gets `503`, so the sender retries.
 
+use std::fmt::Display;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -122,6 +124,11 @@ async fn customerio(
         _ => return not_found().await,
     };
     if !token_ok {
+        count_request(source, StatusCode::NOT_FOUND);
+        log_refusal(
+            source,
+            &"the endpoint token in the path is not customerio.endpoint_token",
+        );
         return not_found().await;
     }
 
@@ -135,7 +142,7 @@ async fn customerio(
             config.customerio_signature_tolerance_secs,
         );
         if let Err(err) = verified {
-            return unauthorized(source, &err);
+            return unauthorized(source, &err, config.customerio_signature_tolerance_secs);
         }
     }
 
@@ -190,9 +197,13 @@ async fn chameleon(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
             if let Err(answer) = parse_object(config, &headers, &body, &[]) {
                 return answer.into_response(source);
             }
-            return unauthorized(source, &SignatureError::BadTimestamp);
+            return unauthorized(
+                source,
+                &SignatureError::BadTimestamp,
+                config.chameleon_signature_tolerance_secs,
+            );
         }
-        Err(err) => return unauthorized(source, &err),
+        Err(err) => return unauthorized(source, &err, config.chameleon_signature_tolerance_secs),
     }
 
     let value = match parse_object(config, &headers, &body, &["id", "kind"]) {
@@ -403,12 +414,25 @@ impl BadRequest {
     }
 }
 
-fn unauthorized(source: Source, err: &SignatureError) -> Response {
+fn unauthorized(source: Source, err: &SignatureError, tolerance_secs: u64) -> Response {
     count_request(source, StatusCode::UNAUTHORIZED);
-    tracing::debug!(source = %source, cause = %err, "signature refused");
+    // Which timestamp, for a sender who has to fix it: a header for Customer.io, a body member
+    // for Chameleon.
+    let timestamp = match source {
+        Source::ChameleonWebhook => "the body's sent_at",
+        _ => "x-cio-timestamp",
+    };
+    let problem = match err {
+        SignatureError::Stale => {
+            format!("{timestamp} is more than {tolerance_secs} s away from the receiver's clock")
+        }
+        SignatureError::BadTimestamp => format!("{timestamp} is missing or unreadable"),
+        other => other.to_string(),
+    };
+    log_refusal(source, &format_args!("signature refused: {problem}"));
     (
         StatusCode::UNAUTHORIZED,
-        Json(json!({"error": format!("signature refused: {err}")})),
+        Json(json!({"error": format!("signature refused: {problem}")})),
     )
         .into_response()
 }
@@ -518,6 +542,28 @@ impl SourceCounters {
             StatusCode::ACCEPTED => self.accepted.increment(1),
             _ => count_request(self.source, status),
         }
+    }
+}
+
+/// A webhook refused for its token or signature. Each one is logged at debug, and one a minute
+/// at warn, so that a wrong key or token shows in an info-level log while a flood of bad
+/// requests cannot flood the log; `ccsync_receiver_requests_total` counts every one.
+fn log_refusal(source: Source, cause: &dyn Display) {
+    static LAST_WARNED_SECS: AtomicI64 = AtomicI64::new(0);
+    let now = now_secs();
+    let last = LAST_WARNED_SECS.load(Ordering::Relaxed);
+    let warn = now.saturating_sub(last) >= 60
+        && LAST_WARNED_SECS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+    if warn {
+        tracing::warn!(
+            source = %source,
+            %cause,
+            "webhook refused (at most one such line a minute; the rest at debug)"
+        );
+    } else {
+        tracing::debug!(source = %source, %cause, "webhook refused");
     }
 }
 

@@ -156,6 +156,17 @@ async fn no_secret_reaches_logs_metrics_or_answers() {
         .await
         .unwrap();
     assert!(metrics.contains("ccsync_received_total"), "{metrics}");
+    // Refusals are counted by route and status, the wrong token included.
+    for refused in [
+        r#"ccsync_receiver_requests_total{source="customerio.reporting",status="401"} 1"#,
+        r#"ccsync_receiver_requests_total{source="customerio.events",status="404"} 1"#,
+        r#"ccsync_receiver_requests_total{source="chameleon.webhook",status="401"} 1"#,
+    ] {
+        assert!(
+            metrics.contains(refused),
+            "{refused} missing from\n{metrics}"
+        );
+    }
 
     let status = Command::new("kill")
         .arg("-TERM")
@@ -175,6 +186,11 @@ async fn no_secret_reaches_logs_metrics_or_answers() {
     assert!(
         log.contains("/v1/customerio/***/reporting"),
         "paths are logged masked"
+    );
+    assert!(
+        log.lines()
+            .any(|line| line.contains("WARN") && line.contains("webhook refused")),
+        "the first refusal is logged at warn"
     );
 
     for secret in [TOKEN, SIGNING, HOOK, ACCOUNT, API_KEY, BROKER_PASS] {

@@ -907,3 +907,45 @@ fn abbreviate(text: &str) -> String {
     let cut = sync_core::truncate::prefix_within(text, 60);
     format!("{cut}... ({} bytes)", text.len())
 }
+
+/// A refused signature's answer says what to fix: which timestamp, and by how much it may differ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_signature_names_the_timestamp_to_fix() {
+    let config = server::config(64 * 1024, Duration::from_secs(10));
+    let tolerance = config.chameleon_signature_tolerance_secs;
+    let receiver = Receiver::start(config).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", receiver.addr);
+    let hour_ago = now_secs() - 3600;
+
+    let body = Route::Reporting.genuine_body();
+    let timestamp = hour_ago.to_string();
+    let reporting = http
+        .post(format!("{base}{}", Route::Reporting.path()))
+        .header("x-cio-timestamp", &timestamp)
+        .header(
+            "x-cio-signature",
+            sign_customerio(server::CIO_KEY, &timestamp, &body),
+        )
+        .body(body);
+    let tour = tour_started_at(hour_ago);
+    let chameleon = http
+        .post(format!("{base}{}", Route::Chameleon.path()))
+        .header(
+            "x-chameleon-signature",
+            sign_chameleon(CHAMELEON_SECRET, &tour),
+        )
+        .body(tour);
+    for (request, expected) in [
+        (reporting, "x-cio-timestamp is more than"),
+        (chameleon, "the body's sent_at is more than"),
+    ] {
+        let answer = request.send().await.expect("an answer");
+        assert_eq!(answer.status(), 401);
+        let text = answer.text().await.expect("a body");
+        assert!(
+            text.contains(expected) && text.contains(&format!("{tolerance} s")),
+            "{text}"
+        );
+    }
+}
