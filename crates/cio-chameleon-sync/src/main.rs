@@ -44,6 +44,13 @@ fn main() -> ExitCode {
         log.level = "warn".into();
     }
     let metrics = telemetry::init(&log);
+    for variable in cio_chameleon_sync::settings::ignored_environment() {
+        tracing::warn!(
+            %variable,
+            "environment variable ignored: overrides are written SYNC__SECTION__KEY, with double \
+             underscores"
+        );
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

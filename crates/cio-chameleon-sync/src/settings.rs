@@ -90,7 +90,8 @@ pub struct QueueSettings {
     pub retry_tiers: Vec<humantime_serde::Serde<Duration>>,
     /// Deliveries without settlement (consumer crashes) before a message is dead-lettered.
     pub delivery_limit: u32,
-    /// Unsettled messages per consumer.
+    /// Unsettled messages per consumer. The worker raises it to `chameleon.batch_size` and the
+    /// relay to `customerio.batch_size` when those are larger, so that a batch can fill.
     pub prefetch: u16,
     /// Embedded backend: after a crash, how long the messages the process held wait before they
     /// are offered again. A running process renews its leases every third of this, for up to 30
@@ -396,6 +397,12 @@ impl Settings {
                     .required(true),
             );
         }
+        let overrides: Vec<String> = match &env {
+            Some(env) => env.keys().cloned().collect(),
+            None => std::env::vars_os()
+                .filter_map(|(name, _)| name.into_string().ok())
+                .collect(),
+        };
         let mut environment = config::Environment::with_prefix("SYNC")
             .prefix_separator("__")
             .separator("__")
@@ -412,7 +419,15 @@ impl Settings {
             .context("cannot read the configuration")?;
         let mut settings: Settings = raw
             .try_deserialize()
-            .map_err(|err| anyhow::anyhow!("{err}"))
+            .map_err(|err| {
+                let text = err.to_string();
+                match from_environment(&text, &overrides) {
+                    Some(name) => {
+                        anyhow::anyhow!("{text} (set by the environment variable {name})")
+                    }
+                    None => anyhow::anyhow!("{text}"),
+                }
+            })
             .context("invalid configuration")?;
         settings.read_secret_files()?;
         settings.validate()?;
@@ -563,6 +578,34 @@ pub fn redact_url_password(url: &str) -> String {
     out
 }
 
+/// The `SYNC__...` variable whose key an error message names, if one does: a typo in the
+/// environment reads like a typo in the file otherwise.
+fn from_environment<'a>(error: &str, names: &'a [String]) -> Option<&'a str> {
+    names
+        .iter()
+        .filter_map(|name| Some((name, name.strip_prefix("SYNC__")?)))
+        .find(|(_, key)| {
+            let last = key.rsplit("__").next().unwrap_or(key).to_lowercase();
+            !last.is_empty() && error.contains(&format!("`{last}`"))
+        })
+        .map(|(name, _)| name.as_str())
+}
+
+/// Environment variables that look meant for the configuration but are not read: overrides are
+/// `SYNC__SECTION__KEY`, with double underscores (`SYNC_CONFIG` names the file).
+pub fn ignored_environment() -> Vec<String> {
+    let mut ignored: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| is_ignored_override(name))
+        .collect();
+    ignored.sort();
+    ignored
+}
+
+fn is_ignored_override(name: &str) -> bool {
+    name.starts_with("SYNC_") && !name.starts_with("SYNC__") && name != "SYNC_CONFIG"
+}
+
 fn read_secret(path: &Path) -> anyhow::Result<Secret> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read secret file {}", path.display()))?;
@@ -643,8 +686,21 @@ mod tests {
         );
         let err = Settings::load_with_env(Some(&file), env(&[])).unwrap_err();
         assert!(format!("{err:#}").contains("account_secrte"), "{err:#}");
+        assert!(!format!("{err:#}").contains("environment"), "{err:#}");
         let err = Settings::load_with_env(None, env(&[("SYNC__QUEUE__PERFIX", "x")])).unwrap_err();
-        assert!(format!("{err:#}").contains("perfix"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("perfix")
+                && format!("{err:#}").contains("the environment variable SYNC__QUEUE__PERFIX"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn single_underscore_variables_are_named_as_ignored() {
+        assert!(is_ignored_override("SYNC_SERVER_LISTEN"));
+        assert!(!is_ignored_override("SYNC__SERVER__LISTEN"));
+        assert!(!is_ignored_override("SYNC_CONFIG"));
+        assert!(!is_ignored_override("SYNCHRONY"));
     }
 
     #[test]
