@@ -3,12 +3,17 @@
 //! replays or purges, and closes the channel, which puts all the others back in their order.
 //! Dead queues have no delivery limit, so being read this way never drops a message.
 //!
+//! A scan reads at most the messages the queue held when it started. A running worker may
+//! dead-letter a replayed message again while the replay goes on; the copy lands behind them, so
+//! the replay ends instead of replaying it for ever.
+//!
 //! Limitation: a scan holds every dead letter of the direction in memory and out of the queue
-//! while it runs, so two scans at once (two operators) each see only part of the queue, and a
-//! dead queue of millions of messages needs the memory to match.
+//! while it runs, so two scans at once (two operators) each see only part of the queue (a scan
+//! that reads fewer messages than the queue held at its start warns that it did), and a dead
+//! queue of millions of messages needs the memory to match.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
@@ -54,8 +59,10 @@ pub(crate) async fn replay(
     let pause = replay_pause(rate);
     let mut scan = Scan::open(shared, direction).await?;
     let mut replayed = 0;
+    // Belt and braces to the scan's bound: a message id is replayed once per pass.
+    let mut done = HashSet::new();
     while let Some((letter, acker)) = scan.next().await? {
-        if !filter.matches(&letter) {
+        if !filter.matches(&letter) || done.contains(&letter.envelope.message_id) {
             continue;
         }
 
@@ -74,6 +81,7 @@ pub(crate) async fn replay(
             return Err(error);
         }
         replayed += 1;
+        done.insert(copy.message_id.clone());
         tracing::info!(
             message_id = %copy.message_id,
             source = %copy.source,
@@ -123,9 +131,13 @@ struct Scan {
     channel: Channel,
     queue: String,
     direction: Direction,
+    /// Messages in the queue when the scan started: the most it reads.
+    limit: u32,
     /// Messages taken from the queue, and how many of them were acked (removed).
     taken: u32,
     removed: u32,
+    /// The queue ran dry before `limit`: something else was reading it at the same time.
+    cut_short: bool,
 }
 
 impl Scan {
@@ -141,18 +153,42 @@ impl Scan {
                 ));
             }
         };
+        let queue = shared.topology.dead_queue(direction);
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let counted = timeout_at(
+            deadline,
+            channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()),
+        )
+        .await;
+        let limit = match counted {
+            Ok(Ok(declared)) => declared.message_count(),
+            Ok(Err(error)) => return Err(unavailable("counting the dead queue", &error)),
+            Err(_) => {
+                return Err(QueueError::Unavailable(format!(
+                    "counting {queue} timed out"
+                )));
+            }
+        };
         Ok(Self {
             shared: shared.clone(),
             channel,
-            queue: shared.topology.dead_queue(direction),
+            queue,
             direction,
+            limit,
             taken: 0,
             removed: 0,
+            cut_short: false,
         })
     }
 
     /// The next dead letter, held unacknowledged, or `None` once the queue has no more.
     async fn next(&mut self) -> Result<Option<(DeadLetter, Acker)>, QueueError> {
+        if self.taken >= self.limit {
+            return Ok(None);
+        }
         let get = self.channel.basic_get(
             self.queue.as_str().into(),
             BasicGetOptions { no_ack: false },
@@ -167,6 +203,10 @@ impl Scan {
                 )));
             }
         };
+        if message.is_none() {
+            // Fewer than the count at the start: another reader holds some of them.
+            self.cut_short = true;
+        }
         Ok(message.map(|message| {
             self.taken += 1;
             let delivery = message.delivery;
@@ -203,6 +243,16 @@ impl Scan {
 
     /// Close the channel: the broker takes back every message this scan did not ack.
     async fn close(self) {
+        if self.cut_short {
+            tracing::warn!(
+                queue = %self.queue,
+                at_start = self.limit,
+                read = self.taken,
+                "the dead queue held more messages than this command could read: another dlq \
+                 command was reading it at the same time and holds the rest until it ends; run \
+                 this one again afterwards"
+            );
+        }
         let deadline = self.shared.deadline();
         let closing = self.channel.close(REPLY_SUCCESS, "scan done".into());
         match timeout_at(deadline, closing).await {

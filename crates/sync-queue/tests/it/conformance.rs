@@ -105,6 +105,12 @@ macro_rules! conformance_suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn replay_ends_while_a_worker_dead_letters_the_copies_again() {
+                run($crate::conformance::replay_ends_while_a_worker_dead_letters_the_copies_again)
+                    .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn unsettled_delivery_is_redelivered_after_consumer_drop() {
                 run($crate::conformance::unsettled_delivery_is_redelivered_after_consumer_drop)
                     .await;
@@ -536,6 +542,65 @@ pub async fn replay_keeps_id_and_restarts_attempts(queue: Arc<dyn Queue>, timing
             .await
             .is_empty()
     );
+}
+
+/// A replay acts on the dead letters there when it started. With a worker running that fails
+/// the copies again (a body with no identity stays without one), each copy lands back in the dead
+/// queue during the replay, and the replay must end rather than replay it again and again.
+pub async fn replay_ends_while_a_worker_dead_letters_the_copies_again(
+    queue: Arc<dyn Queue>,
+    timing: Timing,
+) {
+    let hopeless = [
+        envelope(Source::CustomerioEvents, "hopeless-1"),
+        envelope(Source::CustomerioEvents, "hopeless-2"),
+    ];
+    let no_identity = || Failure::new("no_identity", None, "no uid");
+    let mut stream = subscribe(&queue, Direction::Inbound, 10).await;
+    dead_letter_each(
+        &queue,
+        &mut stream,
+        &timing,
+        &[(&hopeless[0], no_identity()), (&hopeless[1], no_identity())],
+    )
+    .await;
+
+    let failed_again = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let worker = tokio::spawn({
+        let failed_again = Arc::clone(&failed_again);
+        async move {
+            while let Some(Ok(delivery)) = stream.next().await {
+                settle(delivery, Settlement::Dead(no_identity())).await;
+                failed_again.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+
+    // The pause after each replay (5 per second) gives the worker time to fail the copy before
+    // the replay reads on.
+    let replayed = tokio::time::timeout(
+        timing.patience,
+        queue.replay(Direction::Inbound, &DeadFilter::default(), Some(5)),
+    )
+    .await
+    .expect("the replay ends")
+    .expect("replay");
+    assert_eq!(replayed, 2, "each dead letter replayed once");
+
+    let deadline = Instant::now() + timing.patience;
+    while failed_again.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the copies were not delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(timing.quiet).await;
+    assert_eq!(
+        failed_again.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "a copy was replayed more than once"
+    );
+    worker.abort();
+    let dead = dead_letters(&queue, Direction::Inbound, &DeadFilter::default()).await;
+    assert_eq!(ids_of(&dead), ids(&hopeless));
 }
 
 /// A delivery nobody settled goes back to the queue when its consumer goes away, marked as a
