@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("cio-chameleon-sync: {err:#}");
+            print_ignored_environment();
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         command: ConfigCommand::Check,
     } = &cli.command
     {
+        print_ignored_environment();
         return match settings.redacted_toml() {
             Ok(text) => {
                 println!("# configuration is valid\n{text}");
@@ -76,5 +78,16 @@ fn main() -> ExitCode {
             eprintln!("cio-chameleon-sync: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Before logging is set up (or where there is none): name the variables a reader may have meant
+/// as overrides but that are not read.
+fn print_ignored_environment() {
+    for variable in cio_chameleon_sync::settings::ignored_environment() {
+        eprintln!(
+            "cio-chameleon-sync: warning: {variable} is ignored: overrides are written \
+             SYNC__SECTION__KEY, with double underscores"
+        );
     }
 }

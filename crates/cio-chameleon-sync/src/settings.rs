@@ -397,23 +397,51 @@ impl Settings {
                     .required(true),
             );
         }
-        let overrides: Vec<String> = match &env {
-            Some(env) => env.keys().cloned().collect(),
+        // Environment values are read as written: "00123" stays "00123" (a token, a site id), and
+        // numbers are parsed only where the key is a number. Lists are split here, so that one
+        // item is a list too; the config crate splits only values that do not parse as numbers.
+        let env: HashMap<String, String> = match env {
+            Some(env) => env,
             None => std::env::vars_os()
-                .filter_map(|(name, _)| name.into_string().ok())
+                .filter_map(|(name, value)| {
+                    Some((name.into_string().ok()?, value.into_string().ok()?))
+                })
                 .collect(),
         };
-        let mut environment = config::Environment::with_prefix("SYNC")
-            .prefix_separator("__")
-            .separator("__")
-            .list_separator(",")
-            .try_parsing(true)
-            .source(env);
-        for key in LIST_KEYS {
-            environment = environment.with_list_parse_key(key);
+        let overrides: Vec<String> = env.keys().cloned().collect();
+        let mut plain = HashMap::new();
+        let mut lists = Vec::new();
+        for (name, value) in env {
+            let key = name
+                .strip_prefix("SYNC__")
+                .map(|key| key.to_lowercase().replace("__", "."));
+            match key {
+                Some(key) if LIST_KEYS.contains(&key.as_str()) => lists.push((key, value)),
+                _ => {
+                    plain.insert(name, value);
+                }
+            }
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("SYNC")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(false)
+                .source(Some(plain)),
+        );
+        for (key, value) in lists {
+            let items: Vec<String> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect();
+            builder = builder
+                .set_override(key.as_str(), items)
+                .map_err(|err| anyhow::anyhow!("{err}"))
+                .context("cannot read the configuration")?;
         }
         let raw = builder
-            .add_source(environment)
             .build()
             .map_err(|err| anyhow::anyhow!("{err}"))
             .context("cannot read the configuration")?;
@@ -579,14 +607,20 @@ pub fn redact_url_password(url: &str) -> String {
 }
 
 /// The `SYNC__...` variable whose key an error message names, if one does: a typo in the
-/// environment reads like a typo in the file otherwise.
+/// environment reads like a typo in the file otherwise. An unknown field is named before the
+/// error's ", expected one of ..." list (which names every valid key, so is not searched); a bad
+/// value is named by its whole dotted key.
 fn from_environment<'a>(error: &str, names: &'a [String]) -> Option<&'a str> {
+    let head = error.split(", expected").next().unwrap_or(error);
     names
         .iter()
-        .filter_map(|name| Some((name, name.strip_prefix("SYNC__")?)))
+        .filter_map(|name| Some((name, name.strip_prefix("SYNC__")?.to_lowercase())))
         .find(|(_, key)| {
-            let last = key.rsplit("__").next().unwrap_or(key).to_lowercase();
-            !last.is_empty() && error.contains(&format!("`{last}`"))
+            let dotted = key.replace("__", ".");
+            error.contains(&format!("`{dotted}`"))
+                || key
+                    .split("__")
+                    .any(|part| !part.is_empty() && head.contains(&format!("`{part}`")))
         })
         .map(|(name, _)| name.as_str())
 }
@@ -677,6 +711,59 @@ mod tests {
     }
 
     #[test]
+    fn environment_values_are_taken_as_written() {
+        let settings = Settings::load_with_env(
+            None,
+            env(&[
+                ("SYNC__CUSTOMERIO__SITE_ID", "00123"),
+                ("SYNC__CUSTOMERIO__ENDPOINT_TOKEN", "00001234567890123456"),
+                ("SYNC__QUEUE__PREFIX", "007"),
+                ("SYNC__CHAMELEON__ACCOUNT_SECRET", "1e3"),
+                ("SYNC__CHAMELEON__REQUESTS_PER_MINUTE", "90"),
+                ("SYNC__DELIVERY__JITTER", "0.10"),
+                ("SYNC__DELIVERY__RETRYABLE_STATUSES", "503"),
+                ("SYNC__CUSTOMERIO__SIGNING_KEYS", "12345"),
+                ("SYNC__CHAMELEON__WEBHOOK_SECRETS", " true , 1e5 "),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.customerio.site_id, "00123");
+        assert_eq!(
+            settings.customerio.endpoint_token.expose(),
+            "00001234567890123456"
+        );
+        assert_eq!(settings.queue.prefix, "007");
+        assert_eq!(settings.chameleon.account_secret.expose(), "1e3");
+        assert_eq!(settings.chameleon.requests_per_minute, 90);
+        assert!((settings.delivery.jitter - 0.1).abs() < f64::EPSILON);
+        assert_eq!(settings.delivery.retryable_statuses, vec![503]);
+        let keys: Vec<&str> = settings
+            .customerio
+            .signing_keys
+            .iter()
+            .map(|key| key.expose())
+            .collect();
+        assert_eq!(keys, ["12345"]);
+        let secrets: Vec<&str> = settings
+            .chameleon
+            .webhook_secrets
+            .iter()
+            .map(|secret| secret.expose())
+            .collect();
+        assert_eq!(secrets, ["true", "1e5"]);
+
+        let err = Settings::load_with_env(
+            None,
+            env(&[("SYNC__CHAMELEON__REQUESTS_PER_MINUTE", "ninety")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("SYNC__CHAMELEON__REQUESTS_PER_MINUTE"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = write(
@@ -691,6 +778,15 @@ mod tests {
         assert!(
             format!("{err:#}").contains("perfix")
                 && format!("{err:#}").contains("the environment variable SYNC__QUEUE__PERFIX"),
+            "{err:#}"
+        );
+        let err = Settings::load_with_env(
+            None,
+            env(&[("SYNC__QUEUE__PREFIX", "x"), ("SYNC__SERVR__LISTEN", "x")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("the environment variable SYNC__SERVR__LISTEN"),
             "{err:#}"
         );
     }

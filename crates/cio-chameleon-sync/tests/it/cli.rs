@@ -79,6 +79,31 @@ fn config_check_prints_the_configuration_without_secrets() {
 }
 
 #[test]
+fn config_check_keeps_environment_values_as_written_and_names_ignored_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[queue]\nbackend = \"embedded\"\n").unwrap();
+    let output = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .env("SYNC__CUSTOMERIO__SITE_ID", "00123")
+        .env("SYNC__DELIVERY__RETRYABLE_STATUSES", "503")
+        .env("SYNC_SERVER_LISTEN", "127.0.0.1:1")
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("site_id = \"00123\""), "{stdout}");
+    assert!(stdout.contains("retryable_statuses = [503]"), "{stdout}");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("SYNC_SERVER_LISTEN is ignored") && stderr.contains("SYNC__SECTION__KEY"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn unknown_keys_exit_non_zero_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
