@@ -16,7 +16,25 @@ pub struct Readiness {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotReady {
     Draining,
-    ConsumersStarting { running: usize, expected: usize },
+    /// Fewer consumers run than the process needs: starting, or resubscribing after the queue
+    /// was lost.
+    ConsumersNotRunning {
+        running: usize,
+        expected: usize,
+    },
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::Draining => f.write_str("shutting down"),
+            NotReady::ConsumersNotRunning { running, expected } => write!(
+                f,
+                "{running} of {expected} queue consumers running (starting, or subscribing again \
+                 after losing the queue)"
+            ),
+        }
+    }
 }
 
 impl Readiness {
@@ -58,7 +76,7 @@ impl Readiness {
         let running = self.consumers_running.load(Ordering::SeqCst);
         let expected = self.consumers_expected.load(Ordering::SeqCst);
         if running < expected {
-            return Err(NotReady::ConsumersStarting { running, expected });
+            return Err(NotReady::ConsumersNotRunning { running, expected });
         }
         Ok(())
     }
@@ -76,6 +94,10 @@ mod tests {
         readiness.expect_consumer();
         readiness.consumer_started();
         assert!(readiness.check().is_err());
+        assert_eq!(
+            readiness.check().unwrap_err().to_string(),
+            "1 of 2 queue consumers running (starting, or subscribing again after losing the queue)"
+        );
         readiness.consumer_started();
         assert_eq!(readiness.check(), Ok(()));
         readiness.consumer_stopped();

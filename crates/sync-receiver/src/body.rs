@@ -11,10 +11,11 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::{Map, Value};
 
 /// Why a body is not a JSON object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NotAnObject {
-    /// Not JSON at all (syntax, encoding, a number out of range, too deep for the parser).
-    Invalid,
+    /// Not JSON at all (syntax, encoding, a number out of range, too deep for the parser), with
+    /// the parser's description and position, for the sender.
+    Invalid(String),
     /// Valid JSON, but an array, a string, a number, a boolean or `null`.
     OtherType,
 }
@@ -26,9 +27,13 @@ pub fn parse_object(body: &[u8], wanted: &[&str]) -> Result<Map<String, Value>, 
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let top = TopLevel { wanted }
         .deserialize(&mut deserializer)
-        .map_err(|_| NotAnObject::Invalid)?;
-    deserializer.end().map_err(|_| NotAnObject::Invalid)?;
+        .map_err(invalid)?;
+    deserializer.end().map_err(invalid)?;
     top.ok_or(NotAnObject::OtherType)
+}
+
+fn invalid(error: serde_json::Error) -> NotAnObject {
+    NotAnObject::Invalid(error.to_string())
 }
 
 /// The top-level value: `Some` with the wanted members of an object, `None` for any other type.
@@ -187,8 +192,16 @@ mod tests {
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(_)) => Ok(()),
             Ok(_) => Err(NotAnObject::OtherType),
-            Err(_) => Err(NotAnObject::Invalid),
+            Err(_) => Err(NotAnObject::Invalid(String::new())),
         }
+    }
+
+    /// The outcome without the parser's wording, which may differ between the two ways.
+    fn kind(outcome: Result<(), NotAnObject>) -> Result<(), NotAnObject> {
+        outcome.map_err(|problem| match problem {
+            NotAnObject::Invalid(_) => NotAnObject::Invalid(String::new()),
+            other => other,
+        })
     }
 
     #[test]
@@ -235,12 +248,23 @@ mod tests {
         .collect();
         for body in cases {
             assert_eq!(
-                parse_object(&body, &["a"]).map(|_| ()),
+                kind(parse_object(&body, &["a"]).map(|_| ())),
                 by_value(&body),
                 "{}",
                 String::from_utf8_lossy(&body)
             );
         }
+    }
+
+    #[test]
+    fn invalid_bodies_say_what_and_where() {
+        let Err(NotAnObject::Invalid(why)) = parse_object(br#"{"uid":"u1","n":1e400}"#, &[]) else {
+            panic!("1e400 is out of an f64's range");
+        };
+        assert!(
+            why.contains("number out of range") && why.contains("column"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! axum's body limit and tower-http's timeout, set up in [`crate::routes::router`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -58,6 +59,95 @@ pub fn nesting_exceeds(body: &[u8], max: usize) -> bool {
         }
     }
     false
+}
+
+/// The limits the framework enforces, for the answers that name them.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+/// Answers `413` at once when the declared `Content-Length` is over the limit, rather than after
+/// reading (or waiting for) a body that cannot be accepted.
+pub async fn declared_size(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limits.max_body_bytes as u64 => too_large(limits),
+        _ => next.run(request).await,
+    }
+}
+
+fn too_large(limits: Limits) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "body is larger than server.max_body_bytes ({} bytes)",
+            limits.max_body_bytes
+        ),
+    )
+}
+
+fn error(status: StatusCode, problem: String) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": problem }))).into_response()
+}
+
+/// Error answers made outside the handlers (a body over the limit found while reading it, a
+/// request that took too long, a method a route does not take) get the same JSON
+/// `{"error": ...}` body as the handlers' own, instead of plain text or nothing.
+pub async fn json_errors(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    // Headers such as `Allow` on a 405 stay; only the body and its type change.
+    let (mut parts, body) = response.into_parts();
+    let problem = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "body is larger than server.max_body_bytes ({} bytes)",
+            limits.max_body_bytes
+        ),
+        StatusCode::REQUEST_TIMEOUT => format!(
+            "the request took longer than server.request_timeout ({} ms)",
+            limits.request_timeout.as_millis()
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".to_owned(),
+        other => {
+            // Framework rejections are short plain text; keep what they say.
+            let text = axum::body::to_bytes(body, 4096)
+                .await
+                .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+                .unwrap_or_default();
+            if text.is_empty() {
+                other
+                    .canonical_reason()
+                    .unwrap_or("request refused")
+                    .to_lowercase()
+            } else {
+                text
+            }
+        }
+    };
+    let json = serde_json::json!({ "error": problem }).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(json))
 }
 
 /// Answers `503` with `Retry-After` instead of queueing when too many requests are in progress,

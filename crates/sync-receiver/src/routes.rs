@@ -3,6 +3,7 @@
 //! confirmation, answer. Bad input gets a 4xx naming the problem; a queue that cannot take the
 //! message gets `503`, so the sender retries.
 
+use std::borrow::Cow;
 use std::fmt::Display;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -63,11 +64,19 @@ pub fn router(state: AppState) -> Router {
         counters: Counters::register(),
     });
     let permits = Arc::new(Semaphore::new(config.max_concurrent_requests.max(1)));
+    let limits = limits::Limits {
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: config.request_timeout,
+    };
 
     let webhooks = Router::new()
         .route("/v1/customerio/{token}/{kind}", post(customerio))
         .route("/v1/chameleon/webhooks", post(chameleon))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            limits,
+            limits::declared_size,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
@@ -83,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(render_metrics))
         .merge(webhooks)
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(limits, limits::json_errors))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
@@ -211,7 +221,7 @@ async fn chameleon(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
         Err(answer) => return answer.into_response(source),
     };
     let Some(webhook_id) = sync_core::outbound::webhook_id(&value) else {
-        return BadRequest("expected a Chameleon webhook with string `id` and `kind`")
+        return BadRequest::new("expected a Chameleon webhook with string `id` and `kind`")
             .into_response(source);
     };
 
@@ -364,7 +374,7 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     let state = &shared.state;
     if let Err(not_ready) = state.readiness.check() {
-        let reason = format!("{not_ready:?}");
+        let reason = not_ready.to_string();
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "not ready", "reason": reason})),
@@ -404,12 +414,16 @@ async fn not_found() -> Response {
 // === answers ===
 
 /// A body that is not JSON of the expected top-level shape.
-struct BadRequest(&'static str);
+struct BadRequest(Cow<'static, str>);
 
 impl BadRequest {
+    fn new(problem: impl Into<Cow<'static, str>>) -> Self {
+        Self(problem.into())
+    }
+
     fn into_response(self, source: Source) -> Response {
         count_request(source, StatusCode::BAD_REQUEST);
-        tracing::debug!(source = %source, problem = self.0, "bad request");
+        tracing::debug!(source = %source, problem = %self.0, "bad request");
         (StatusCode::BAD_REQUEST, Json(json!({"error": self.0}))).into_response()
     }
 }
@@ -445,14 +459,14 @@ fn parse_object(
     wanted: &[&str],
 ) -> Result<Map<String, Value>, BadRequest> {
     if !limits::is_json_content_type(headers) {
-        return Err(BadRequest("content type must be application/json"));
+        return Err(BadRequest::new("content type must be application/json"));
     }
     if limits::nesting_exceeds(body, config.max_json_depth) {
-        return Err(BadRequest("JSON nested too deeply"));
+        return Err(BadRequest::new("JSON nested too deeply"));
     }
     body::parse_object(body, wanted).map_err(|problem| match problem {
-        NotAnObject::Invalid => BadRequest("body is not valid JSON"),
-        NotAnObject::OtherType => BadRequest("body must be a JSON object"),
+        NotAnObject::Invalid(why) => BadRequest::new(format!("body is not valid JSON: {why}")),
+        NotAnObject::OtherType => BadRequest::new("body must be a JSON object"),
     })
 }
 

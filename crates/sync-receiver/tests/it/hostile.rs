@@ -153,7 +153,15 @@ async fn hostile_requests_are_refused_with_4xx_and_queue_nothing() {
 async fn judge(addr: SocketAddr, case: &Case) -> Option<String> {
     let outcome = wire::send(addr, &case.request, CLIENT_DEADLINE).await;
     let acceptable = match (&outcome, case.expect) {
-        (Ok(answer), Expect::Status(status)) => answer.status == status,
+        // The answers the receiver makes itself carry a JSON `{"error": ...}` body.
+        (Ok(answer), Expect::Status(status)) => {
+            answer.status == status
+                && (status < 400
+                    || answer
+                        .head
+                        .to_ascii_lowercase()
+                        .contains("content-type: application/json"))
+        }
         (Ok(answer), Expect::ClientError | Expect::ClientErrorOrClosed) => {
             (400..500).contains(&answer.status)
         }

@@ -265,3 +265,116 @@ async fn requests_over_the_concurrency_cap_get_503_with_retry_after() {
         assert!(!text.starts_with("HTTP/1.1 503"), "{text}");
     }
 }
+
+/// Send `bytes` on a new connection and read one whole answer (head and body) as text.
+async fn exchange(receiver: &Receiver, bytes: &[u8]) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let started = std::time::Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(receiver.addr)
+        .await
+        .expect("connect");
+    stream.write_all(bytes).await.expect("write the request");
+    let mut received = Vec::new();
+    let read_whole = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            received.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&received);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(CLIENT_DEADLINE, read_whole)
+        .await
+        .expect("an answer within the client's deadline");
+    (
+        String::from_utf8_lossy(&received).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// A `Content-Length` over the limit is answered `413` from the head alone, without waiting for a
+/// body that could not be accepted anyway; the answer names the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_length_over_the_limit_is_answered_413_at_once() {
+    let request_timeout = Duration::from_secs(60);
+    let receiver = Receiver::start(server::config(MAX_BODY, request_timeout)).await;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        Route::Profiles.path(),
+        MAX_BODY * 1000
+    );
+
+    let (answer, elapsed) = exchange(&receiver, head.as_bytes()).await;
+
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains(&format!(
+            r#"{{"error":"body is larger than server.max_body_bytes ({MAX_BODY} bytes)"}}"#
+        )),
+        "{answer}"
+    );
+    assert!(
+        elapsed < request_timeout / 2,
+        "answered after {elapsed:?}, as if waiting for the body"
+    );
+}
+
+/// The answers the framework makes (a timeout, a wrong method) and a body the JSON parser refuses
+/// say what is wrong in the same JSON shape as every other refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_say_what_is_wrong_in_json() {
+    let receiver = receiver().await;
+
+    let stalled = format!(
+        "POST {} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n",
+        Route::Profiles.path()
+    );
+    let (answer, _) = exchange(&receiver, stalled.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains(
+            r#"{"error":"the request took longer than server.request_timeout (1000 ms)"}"#
+        ),
+        "{answer}"
+    );
+
+    let wrong_method = format!("GET {} HTTP/1.1\r\nhost: x\r\n\r\n", Route::Profiles.path());
+    let (answer, _) = exchange(&receiver, wrong_method.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.contains("allow: post"), "{answer}");
+    assert!(
+        answer.contains(r#"{"error":"method not allowed on this route"}"#),
+        "{answer}"
+    );
+
+    let body = r#"{"uid":"u1","n":1e400}"#;
+    let out_of_range = format!(
+        "POST {} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        Route::Profiles.path(),
+        body.len()
+    );
+    let (answer, _) = exchange(&receiver, out_of_range.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("body is not valid JSON: number out of range at line 1 column"),
+        "{answer}"
+    );
+}
