@@ -19,7 +19,7 @@ use sync_core::{Direction, Failure, Outcome, Readiness, RetryPolicy};
 use sync_queue::batch::{BatchLimits, Batcher, GateFn};
 use sync_queue::claims::ClaimStore;
 use sync_queue::consumer::{self, Handler};
-use sync_queue::{Delivery, Queue};
+use sync_queue::{Delivery, Envelope, Queue};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -194,19 +194,27 @@ impl Handler for Worker {
     }
 }
 
-/// Send one event unless this very message was sent before and only its acknowledgement was
-/// lost; record it once Chameleon accepted it.
+/// Send one event unless it was sent before, and record it once Chameleon accepted it. Two
+/// kinds of copy can reach the worker: a redelivery whose acknowledgement was lost (same message
+/// id), and a provider's retry after the receiver answered `503` to a publish that went through
+/// late (a new message id, the same provider event id). Both are found by [`delivered_key`].
+///
+/// Limitation: the record is written once Chameleon accepted the event, so two copies handled
+/// at the same moment (the late publish and the provider's retry both waiting in a backlog) can
+/// both be sent; only copies handled one after the other are caught.
 async fn send_event(
     client: &ChameleonClient,
     delivered: Option<&ClaimStore>,
     delivery: &Delivery,
     body: &serde_json::Map<String, serde_json::Value>,
 ) -> Outcome {
+    let key = delivered_key(&delivery.envelope);
     let message_id = &delivery.envelope.message_id;
-    // Only a redelivered copy can have been sent already; fresh copies skip the lookup.
+    // A fresh copy without a provider id cannot have been sent already: skip the lookup.
+    let may_be_a_copy = delivery.redelivered || delivery.envelope.provider_event_id.is_some();
     if let Some(log) = delivered
-        && delivery.redelivered
-        && log.was_delivered(message_id).await.unwrap_or(false)
+        && may_be_a_copy
+        && log.was_delivered(&key).await.unwrap_or(false)
     {
         return Outcome::Filtered {
             reason: "already_delivered",
@@ -215,12 +223,21 @@ async fn send_event(
     match client.send_event(body).await {
         Ok(()) => {
             if let Some(log) = delivered
-                && let Err(err) = log.mark_delivered(message_id).await
+                && let Err(err) = log.mark_delivered(&key).await
             {
                 tracing::warn!(%message_id, cause = %err, "cannot record a delivered event");
             }
             Outcome::Delivered
         }
         Err(err) => err.into_outcome(),
+    }
+}
+
+/// The name an event is recorded under once sent: its source and the provider's event id when
+/// the webhook carried one, else the message id.
+fn delivered_key(envelope: &Envelope) -> String {
+    match &envelope.provider_event_id {
+        Some(id) => format!("{}:{id}", envelope.source.routing_key()),
+        None => envelope.message_id.clone(),
     }
 }

@@ -585,3 +585,72 @@ async fn a_stalled_broker_answers_503_and_never_strands_a_claim() {
     daemon.stop().await.unwrap();
     support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
+
+#[tokio::test]
+async fn a_publish_that_lands_after_its_503_is_not_sent_again_for_the_providers_retry() {
+    let _broker = support::require_broker().await;
+    let proxy = BrokerProxy::start().await;
+    let mut daemon = Daemon::start(QueueKind::Amqp(proxy.addr.to_string()), |_| {}).await;
+    let opened = support::payload("customerio/reporting-email-opened.json");
+
+    // Publishing channels open on first use; a few updates first open every one of them, so that
+    // the stalled publish is sent at once and only its confirm is held back.
+    for n in 0..8 {
+        let update = json!({"uid": format!("warm_{n}"), "plan": "growth"}).to_string();
+        let answer = daemon.post_customerio("profiles", update.as_bytes()).await;
+        assert_eq!(answer.status(), 202);
+    }
+
+    // The broker stalls long enough for the receiver to give up (503), then the held-back
+    // publish goes through after all.
+    proxy.stall();
+    let first = daemon.post_customerio("reporting", &opened).await;
+    assert_eq!(first.status(), 503);
+    proxy.restore();
+    let landed = eventually(WAIT, || async {
+        accepted_at(&daemon, Upstream::Chameleon, "/v3/observe/hooks/events").len() == 1
+    })
+    .await;
+    assert!(
+        landed,
+        "the publish held back by the stall was never delivered: {:#?}",
+        daemon.sandbox.requests()
+    );
+
+    // Customer.io retries after the 503. The receiver queues the copy (it cannot know the first
+    // publish landed), and the worker knows the event by its id and does not send it again.
+    let retry = daemon.post_customerio("reporting", &opened).await;
+    assert_eq!(retry.status(), 202);
+    // A later event, delivered after the copy was taken from the queue.
+    let later = serde_json::to_vec(&json!({
+        "event_id": "evt-later-1",
+        "object_type": "email",
+        "metric": "clicked",
+        "timestamp": sync_core::time::now_ms() / 1000,
+        "data": {"customer_id": "user_later", "identifiers": {"id": "user_later"}}
+    }))
+    .unwrap();
+    assert_eq!(
+        daemon.post_customerio("reporting", &later).await.status(),
+        202
+    );
+    let both = eventually(WAIT, || async {
+        accepted_at(&daemon, Upstream::Chameleon, "/v3/observe/hooks/events").len() >= 2
+    })
+    .await;
+    assert!(both, "{:#?}", daemon.sandbox.requests());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = accepted_at(&daemon, Upstream::Chameleon, "/v3/observe/hooks/events");
+    let names: Vec<&str> = events
+        .iter()
+        .filter_map(|request| request.body["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["Email Opened (Customer.io)", "Email Clicked (Customer.io)"],
+        "{events:#?}"
+    );
+
+    daemon.stop().await.unwrap();
+    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
+}
