@@ -59,6 +59,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
 
+    // Both ports first: with either taken, nothing may be posted to whoever holds it.
+    let daemon_listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the daemon (--listen)", args.listen))?;
+
     // The sandbox plays both upstreams.
     let sandbox_args = SandboxArgs {
         listen: args.sandbox_listen,
@@ -100,7 +105,8 @@ pub async fn run(
     settings.chameleon.requests_per_minute = 600;
     settings.chameleon.batch_linger = Duration::from_millis(300);
     settings.validate()?;
-    let daemon = tokio::spawn(serve::run_until(
+    let mut daemon = tokio::spawn(serve::run_on(
+        daemon_listener,
         settings,
         Roles::ALL,
         metrics,
@@ -109,7 +115,17 @@ pub async fn run(
 
     let base = format!("http://{}", args.listen);
     let client = reqwest::Client::new();
-    wait_ready(&client, &base).await?;
+    tokio::select! {
+        ready = wait_ready(&client, &base) => ready?,
+        // The daemon stopped before it was ready: say why, rather than that it was not ready.
+        ended = &mut daemon => {
+            shutdown.cancel();
+            let _ = sandbox_task.await;
+            let _ = std::fs::remove_dir_all(&workdir);
+            ended.context("daemon task failed")??;
+            bail!("the daemon stopped before it was ready");
+        }
+    }
 
     // Post every sample as its provider would, signed with the demo keys.
     let samples = load_samples(&args.payloads)?;

@@ -77,6 +77,18 @@ pub async fn run_until(
                 settings.server.listen
             )
         })?;
+    run_on(listener, settings, roles, metrics, shutdown).await
+}
+
+/// As [`run_until`], serving on a listener the caller already bound (`server.listen` is not
+/// used).
+pub async fn run_on(
+    listener: tokio::net::TcpListener,
+    settings: Settings,
+    roles: Roles,
+    metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let queue = wiring::queue(&settings).await?;
     let readiness = Arc::new(Readiness::new());
     let mut tasks = JoinSet::new();

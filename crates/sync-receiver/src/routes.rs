@@ -436,7 +436,13 @@ fn unauthorized(source: Source, err: &SignatureError, tolerance_secs: u64) -> Re
         Source::ChameleonWebhook => "the body's sent_at",
         _ => "x-cio-timestamp",
     };
+    let header = match source {
+        Source::ChameleonWebhook => "x-chameleon-signature",
+        _ => "x-cio-signature",
+    };
     let problem = match err {
+        SignatureError::Missing => format!("the {header} header is missing"),
+        SignatureError::Malformed => format!("{header} is not 64 hex digits"),
         SignatureError::Stale => {
             format!("{timestamp} is more than {tolerance_secs} s away from the receiver's clock")
         }

@@ -306,3 +306,38 @@ async fn dlq_commands(queue: QueueKind) {
     daemon.stop().await.unwrap();
     support::delete_topology(&daemon.settings.queue.prefix, &["1s", "3s"]).await;
 }
+
+#[test]
+fn demo_with_its_port_taken_stops_before_posting_anything() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    holder.set_nonblocking(true).unwrap();
+    let taken = holder.local_addr().unwrap().to_string();
+    let free = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let output = Command::new(BIN)
+        .args([
+            "demo",
+            "--once",
+            "--listen",
+            &taken,
+            "--sandbox-listen",
+            &free,
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary runs");
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on {taken} for the daemon (--listen)"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        matches!(holder.accept(), Err(err) if err.kind() == std::io::ErrorKind::WouldBlock),
+        "the demo connected to the port's holder"
+    );
+}

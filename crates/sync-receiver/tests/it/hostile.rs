@@ -957,3 +957,29 @@ async fn a_stale_signature_names_the_timestamp_to_fix() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_signature_names_the_header() {
+    let receiver = Receiver::start(server::config(64 * 1024, Duration::from_secs(10))).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", receiver.addr);
+    let reporting = http
+        .post(format!("{base}{}", Route::Reporting.path()))
+        .header("x-cio-timestamp", now_secs().to_string())
+        .body(Route::Reporting.genuine_body());
+    let chameleon = http
+        .post(format!("{base}{}", Route::Chameleon.path()))
+        .body(tour_started_at(now_secs()));
+    for (request, header) in [
+        (reporting, "x-cio-signature"),
+        (chameleon, "x-chameleon-signature"),
+    ] {
+        let answer = request.send().await.expect("an answer");
+        assert_eq!(answer.status(), 401);
+        let text = answer.text().await.expect("a body");
+        assert!(
+            text.contains(&format!("the {header} header is missing")),
+            "{text}"
+        );
+    }
+}
