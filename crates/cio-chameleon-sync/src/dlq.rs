@@ -31,7 +31,7 @@ pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> 
             eprintln!("embedded queue {}", path.display());
         }
     }
-    let queue = wiring::queue(&settings).await?;
+    let queue = wiring::existing_queue(&settings).await?;
     let result = match command {
         DlqCommand::List { filter, json } => {
             let (direction, dead_filter) = parse_filter(&filter, false)?;

@@ -21,6 +21,16 @@ use crate::settings::{Backend, Region, ReservedNames, Settings};
 
 /// Connect to (or open) the configured queue and declare its topology.
 pub async fn queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
+    open_queue(settings, true).await
+}
+
+/// Connect to the configured queue as the operator commands do: on RabbitMQ the deployment must
+/// exist already, and nothing is declared.
+pub async fn existing_queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
+    open_queue(settings, false).await
+}
+
+async fn open_queue(settings: &Settings, declares: bool) -> anyhow::Result<Arc<dyn Queue>> {
     let queue = &settings.queue;
     match queue.effective_backend() {
         Backend::Amqp => {
@@ -36,9 +46,12 @@ pub async fn queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
                 delivery_limit: queue.delivery_limit,
                 operation_timeout: queue.operation_timeout,
             };
-            let amqp = AmqpQueue::connect(config)
-                .await
-                .context("cannot connect to RabbitMQ (queue.amqp_url)")?;
+            let connected = if declares {
+                AmqpQueue::connect(config).await
+            } else {
+                AmqpQueue::attach(config).await
+            };
+            let amqp = connected.context("cannot connect to RabbitMQ (queue.amqp_url)")?;
             tracing::info!(backend = "amqp", prefix = %queue.prefix, "queue ready");
             Ok(Arc::new(amqp))
         }

@@ -154,16 +154,37 @@ impl AmqpQueue {
     /// credentials or conflicting queue arguments show at start-up. The consuming connection
     /// opens on the first `consume` or dead-letter call.
     pub async fn connect(config: AmqpConfig) -> Result<Self, QueueError> {
+        Self::start(config, true).await
+    }
+
+    /// Connect to a deployment that already exists, declaring nothing: for operator commands
+    /// (`dlq`), which must not create a whole set of queues under a mistyped prefix. Fails with
+    /// a message naming the prefix when its queues are not there.
+    pub async fn attach(config: AmqpConfig) -> Result<Self, QueueError> {
+        Self::start(config, false).await
+    }
+
+    async fn start(config: AmqpConfig, declares: bool) -> Result<Self, QueueError> {
         config.validate()?;
         let topology = Arc::new(Topology::new(
             config.prefix.clone(),
             &config.retry_tiers,
             config.delivery_limit,
         ));
-        let publishing = Link::new(Role::Publisher, config.url.clone(), topology.clone());
+        let publishing = Link::with_declaring(
+            Role::Publisher,
+            config.url.clone(),
+            topology.clone(),
+            declares,
+        );
         let shared = Arc::new(Shared {
             publisher: Publisher::new(publishing, config.operation_timeout),
-            consumer_link: Link::new(Role::Consumer, config.url.clone(), topology.clone()),
+            consumer_link: Link::with_declaring(
+                Role::Consumer,
+                config.url.clone(),
+                topology.clone(),
+                declares,
+            ),
             topology,
             operation_timeout: config.operation_timeout,
         });

@@ -146,6 +146,39 @@ async fn dlq_commands_on_rabbitmq() {
 }
 
 #[tokio::test]
+async fn dlq_on_a_prefix_with_nothing_deployed_says_so_and_creates_nothing() {
+    let _broker = support::require_broker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = support::unique_prefix();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[queue]\nbackend = \"amqp\"\namqp_url = \"amqp://guest:guest@{}/%2f\"\nprefix = \"{prefix}\"\n",
+            support::BROKER
+        ),
+    )
+    .unwrap();
+    let output = run(&["dlq", "list", "--queue", "inbound"], &config);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("rabbitmq has no queue {prefix}."))
+            && stderr.contains("create nothing"),
+        "{stderr}"
+    );
+    let listed = Command::new("rabbitmqctl")
+        .args(["list_queues", "name", "--quiet"])
+        .output()
+        .expect("rabbitmqctl runs (it ships with RabbitMQ)");
+    let names = text(&listed.stdout);
+    assert!(
+        !names.lines().any(|name| name.starts_with(&prefix)),
+        "dlq declared queues under {prefix}:\n{names}"
+    );
+}
+
+#[tokio::test]
 async fn dlq_commands_on_the_embedded_queue() {
     dlq_commands(QueueKind::Embedded(Default::default())).await;
 }

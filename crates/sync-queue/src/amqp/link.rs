@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use lapin::options::QueueDeclareOptions;
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties, ErrorKind};
 use tokio::sync::Mutex;
@@ -42,6 +44,9 @@ pub(crate) struct Link {
     /// Set when a publish found a queue or binding missing: the next call redeclares.
     stale_topology: AtomicBool,
     closed: AtomicBool,
+    /// Declare the topology (the daemon), or only check that it exists (operator commands, which
+    /// must not create a deployment under a mistyped prefix).
+    declares: bool,
 }
 
 struct State {
@@ -53,8 +58,15 @@ struct State {
 }
 
 impl Link {
-    pub(crate) fn new(role: Role, url: String, topology: Arc<Topology>) -> Self {
+    /// A link for `role`; with `declares` false the topology is checked, never declared.
+    pub(crate) fn with_declaring(
+        role: Role,
+        url: String,
+        topology: Arc<Topology>,
+        declares: bool,
+    ) -> Self {
         Self {
+            declares,
             role,
             url,
             topology,
@@ -117,7 +129,8 @@ impl Link {
                 tracing::info!(
                     role = self.role.as_str(),
                     prefix = %self.topology.exchange(),
-                    "rabbitmq connected, topology declared"
+                    declared = self.declares,
+                    "rabbitmq connected, topology in place"
                 );
                 Ok(connection)
             }
@@ -126,7 +139,7 @@ impl Link {
                     Ok(Err(error)) => error,
                     _ => self.timed_out("connecting"),
                 };
-                let wait = state.backoff.next().unwrap_or(MAX_BACKOFF);
+                let wait = state.backoff.next().unwrap_or(MAX_BACKOFF).min(MAX_BACKOFF);
                 state.next_attempt = Some(Instant::now() + wait);
                 state.last_error = error.to_string();
                 tracing::warn!(
@@ -204,8 +217,12 @@ impl Link {
         outcome
     }
 
-    /// Declare on a channel of its own, closed afterwards.
+    /// Declare on a channel of its own, closed afterwards; or, for a link that does not declare,
+    /// check that every queue exists.
     async fn declare(&self, connection: &Connection) -> Result<(), QueueError> {
+        if !self.declares {
+            return self.check_exists(connection).await;
+        }
         let channel = connection
             .create_channel()
             .await
@@ -216,6 +233,40 @@ impl Link {
             .map_err(|error| declare_error(&error))?;
         if let Err(error) = channel.close(REPLY_SUCCESS, "declared".into()).await {
             tracing::debug!(cause = %error, "closing the declaring channel failed");
+        }
+        Ok(())
+    }
+
+    /// Every queue of the topology exists. A passive declare of a missing queue closes its
+    /// channel, so each check that fails ends the checking.
+    async fn check_exists(&self, connection: &Connection) -> Result<(), QueueError> {
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|error| unavailable("opening a channel", &error))?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        for queue in self.topology.queues() {
+            let declared = channel
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await;
+            match declared {
+                Ok(_) => {}
+                Err(error) if is_not_found(&error) => {
+                    return Err(QueueError::Other(format!(
+                        "rabbitmq has no queue {queue}: nothing is deployed under queue.prefix \
+                         {:?} on this broker (is this the daemon's configuration?); operator \
+                         commands read an existing deployment and create nothing",
+                        self.topology.exchange()
+                    )));
+                }
+                Err(error) => return Err(unavailable("checking the queues", &error)),
+            }
+        }
+        if let Err(error) = channel.close(REPLY_SUCCESS, "checked".into()).await {
+            tracing::debug!(cause = %error, "closing the checking channel failed");
         }
         Ok(())
     }
@@ -248,10 +299,12 @@ fn with_frame_max(mut uri: AMQPUri) -> AMQPUri {
     uri
 }
 
+/// The waits between connection attempts: doubling from 200 ms, each with a random jitter of up
+/// to as much again, so the base stops at half of [`MAX_BACKOFF`] and no wait exceeds it.
 fn backoff() -> ExponentialBackoff {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(MAX_BACKOFF)
+        .with_max_delay(MAX_BACKOFF / 2)
         .with_jitter()
         .without_max_times()
         .build()
@@ -279,6 +332,14 @@ fn declare_error(error: &lapin::Error) -> QueueError {
     unavailable("declaring the rabbitmq topology", error)
 }
 
+/// Whether the broker refused a call because what it names does not exist.
+fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::ProtocolError(amqp) if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +355,17 @@ mod tests {
 
         let uri = with_frame_max(parse("amqp://127.0.0.1:5672/%2f?frame_max=131072"));
         assert_eq!(uri.query.frame_max, Some(131_072));
+    }
+
+    #[test]
+    fn no_wait_between_attempts_exceeds_the_cap() {
+        for _ in 0..20 {
+            let waits: Vec<Duration> = backoff().take(40).collect();
+            assert!(waits.iter().all(|wait| *wait <= MAX_BACKOFF), "{waits:?}");
+            assert!(
+                waits.iter().skip(10).all(|wait| *wait >= MAX_BACKOFF / 2),
+                "{waits:?}"
+            );
+        }
     }
 }
