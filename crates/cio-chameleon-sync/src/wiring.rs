@@ -9,10 +9,10 @@ use customerio_api::{TrackClient, TrackConfig};
 use sync_core::RetryPolicy;
 use sync_core::inbound::{InboundOptions, ReservedNames as CoreReservedNames};
 use sync_core::outbound::OutboundOptions;
-use sync_queue::Queue;
 use sync_queue::amqp::{AmqpConfig, AmqpQueue};
 use sync_queue::claims::ClaimStore;
 use sync_queue::embedded::{EmbeddedConfig, EmbeddedQueue};
+use sync_queue::{Queue, QueueError};
 use sync_receiver::ReceiverConfig;
 use sync_relay::RelayConfig;
 use sync_worker::WorkerConfig;
@@ -47,7 +47,19 @@ async fn open_queue(settings: &Settings, declares: bool) -> anyhow::Result<Arc<d
                 operation_timeout: queue.operation_timeout,
             };
             let connected = if declares {
-                AmqpQueue::connect(config).await
+                match AmqpQueue::connect(config.clone()).await {
+                    // The daemon may start before its broker: it serves /readyz and the
+                    // webhook routes with 503 until the broker answers, instead of exiting.
+                    Err(QueueError::Unavailable(cause)) => {
+                        tracing::warn!(
+                            %cause,
+                            "rabbitmq not reachable yet (queue.amqp_url): not ready, and \
+                             answering webhooks 503, until it is"
+                        );
+                        AmqpQueue::connect_later(config)
+                    }
+                    other => other,
+                }
             } else {
                 AmqpQueue::attach(config).await
             };

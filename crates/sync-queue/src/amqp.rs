@@ -98,6 +98,12 @@ impl AmqpConfig {
         if self.operation_timeout.is_zero() {
             return invalid("operation_timeout must be above zero".into());
         }
+        if let Err(error) = self.url.parse::<lapin::uri::AMQPUri>() {
+            return invalid(format!(
+                "the broker URL {} does not parse: {error}",
+                redact_url(&self.url)
+            ));
+        }
         Ok(())
     }
 }
@@ -157,6 +163,14 @@ impl AmqpQueue {
         Self::start(config, true).await
     }
 
+    /// As [`AmqpQueue::connect`], without waiting for the broker: the first call that needs it
+    /// connects (and declares the topology), and until the broker answers every call fails with
+    /// [`QueueError::Unavailable`]. For a daemon that starts before its broker.
+    pub fn connect_later(config: AmqpConfig) -> Result<Self, QueueError> {
+        config.validate()?;
+        Ok(Self::build(&config, true))
+    }
+
     /// Connect to a deployment that already exists, declaring nothing: for operator commands
     /// (`dlq`), which must not create a whole set of queues under a mistyped prefix. Fails with
     /// a message naming the prefix when its queues are not there.
@@ -166,6 +180,22 @@ impl AmqpQueue {
 
     async fn start(config: AmqpConfig, declares: bool) -> Result<Self, QueueError> {
         config.validate()?;
+        let queue = Self::build(&config, declares);
+        let shared = &queue.shared;
+        shared
+            .publisher
+            .link()
+            .connection(shared.deadline())
+            .await?;
+        tracing::info!(
+            url = %redact_url(&config.url),
+            prefix = %config.prefix,
+            "rabbitmq queue ready"
+        );
+        Ok(queue)
+    }
+
+    fn build(config: &AmqpConfig, declares: bool) -> Self {
         let topology = Arc::new(Topology::new(
             config.prefix.clone(),
             &config.retry_tiers,
@@ -188,18 +218,7 @@ impl AmqpQueue {
             topology,
             operation_timeout: config.operation_timeout,
         });
-
-        shared
-            .publisher
-            .link()
-            .connection(shared.deadline())
-            .await?;
-        tracing::info!(
-            url = %redact_url(&config.url),
-            prefix = %config.prefix,
-            "rabbitmq queue ready"
-        );
-        Ok(Self { shared })
+        Self { shared }
     }
 
     /// The exchange and queue names this queue uses.
@@ -349,6 +368,10 @@ mod tests {
             },
             AmqpConfig {
                 delivery_limit: 0,
+                ..AmqpConfig::default()
+            },
+            AmqpConfig {
+                url: "amqp://guest:guest@127.0.0.1:notaport/%2f".into(),
                 ..AmqpConfig::default()
             },
         ];

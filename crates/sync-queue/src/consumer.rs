@@ -26,7 +26,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Longest pause between two subscription attempts.
-const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(30);
+const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(5);
 
 /// Consume `direction` until `shutdown` fires, then drain the handler.
 pub async fn run(

@@ -654,3 +654,50 @@ async fn a_publish_that_lands_after_its_503_is_not_sent_again_for_the_providers_
     daemon.stop().await.unwrap();
     support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
+
+#[tokio::test]
+async fn a_daemon_started_before_the_broker_serves_503_until_it_comes() {
+    let _broker = support::require_broker().await;
+    let proxy = BrokerProxy::start().await;
+    proxy.cut();
+    let mut daemon =
+        Daemon::start_without_waiting(QueueKind::Amqp(proxy.addr.to_string()), |_| {}).await;
+
+    // Alive, not ready, and refusing webhooks with 503 rather than exiting.
+    let alive = eventually(WAIT, || async {
+        daemon
+            .http
+            .get(format!("{}/healthz", daemon.base))
+            .send()
+            .await
+            .is_ok_and(|answer| answer.status() == 200)
+    })
+    .await;
+    assert!(
+        alive,
+        "the daemon did not serve /healthz without the broker"
+    );
+    assert!(!daemon.has_ended(), "the daemon exited without the broker");
+    let readyz = daemon
+        .http
+        .get(format!("{}/readyz", daemon.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 503);
+    let event = support::payload("customerio/workflow-event.json");
+    assert_eq!(daemon.post_customerio("events", &event).await.status(), 503);
+
+    // The broker comes: the daemon gets ready and delivers, without a restart.
+    proxy.restore();
+    daemon.wait_ready().await;
+    assert_eq!(daemon.post_customerio("events", &event).await.status(), 202);
+    let delivered = eventually(WAIT, || async {
+        accepted_at(&daemon, Upstream::Chameleon, "/v3/observe/hooks/events").len() == 1
+    })
+    .await;
+    assert!(delivered, "{:#?}", daemon.sandbox.requests());
+
+    daemon.stop().await.unwrap();
+    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
+}

@@ -147,6 +147,16 @@ impl Daemon {
     /// A daemon on `queue`; `adjust` may change settings before start. On RabbitMQ the caller
     /// holds [`require_broker`]'s guard.
     pub async fn start(queue: QueueKind, adjust: impl FnOnce(&mut Settings)) -> Daemon {
+        let daemon = Self::start_without_waiting(queue, adjust).await;
+        daemon.wait_ready().await;
+        daemon
+    }
+
+    /// As [`Daemon::start`], without waiting for `/readyz`.
+    pub async fn start_without_waiting(
+        queue: QueueKind,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Daemon {
         // `RUST_LOG=...` shows the daemon's logs with a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -186,11 +196,11 @@ impl Daemon {
             _dir: dir,
             _broker: None,
         };
-        daemon.launch().await;
+        daemon.spawn();
         daemon
     }
 
-    async fn launch(&mut self) {
+    fn spawn(&mut self) {
         self.shutdown = CancellationToken::new();
         self.task = Some(tokio::spawn(serve::run_until(
             self.settings.clone(),
@@ -198,7 +208,11 @@ impl Daemon {
             None,
             self.shutdown.clone(),
         )));
-        self.wait_ready().await;
+    }
+
+    /// Whether the daemon's task has ended (it failed, or was stopped).
+    pub fn has_ended(&self) -> bool {
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     pub async fn wait_ready(&self) {
