@@ -266,9 +266,64 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Stop the daemon, and on RabbitMQ delete its queues even when the test failed before its
+    /// own clean-up (the test's runtime may be unwinding: a thread of its own does it).
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        if self.settings.queue.effective_backend() != Backend::Amqp {
+            return;
+        }
+        let queues = sync_queue::amqp::Topology::new(
+            self.settings.queue.prefix.clone(),
+            &self.settings.queue.retry_tiers(),
+            self.settings.queue.delivery_limit,
+        )
+        .queues();
+        let exchange = self.settings.queue.prefix.clone();
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(delete_queues(&exchange, &queues));
+        });
+        let _ = cleanup.join();
     }
+}
+
+/// Delete `queues` and the exchange named `exchange`, if they exist.
+async fn delete_queues(exchange: &str, queues: &[String]) {
+    let Ok(conn) = lapin::Connection::connect(
+        &format!("amqp://guest:guest@{BROKER}/%2f"),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    let Ok(channel) = conn.create_channel().await else {
+        return;
+    };
+    for name in queues {
+        let _ = channel
+            .queue_delete(
+                name.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await;
+    }
+    let _ = channel
+        .exchange_delete(
+            exchange.into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await;
+    let _ = conn.close(200, "done".into()).await;
 }
 
 /// A Chameleon webhook body with `sent_at` set to now, as a fresh delivery would carry.
