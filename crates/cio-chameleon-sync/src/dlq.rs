@@ -95,7 +95,8 @@ pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> 
                 let purged = queue.purge(direction, &dead_filter).await?;
                 println!("purged {} from {direction}", letters(purged));
             } else {
-                println!("nothing deleted");
+                // Declined (or no terminal to ask on): a script must not read it as done.
+                bail!("purge not confirmed: nothing deleted (--yes skips the question)");
             }
             Ok(())
         }
@@ -172,8 +173,21 @@ fn print_table(dead: &[DeadLetter]) {
         println!("no dead letters");
         return;
     }
+    // Columns as wide as their longest value, so long reasons do not push the others over.
+    let width = |header: &str, values: &mut dyn Iterator<Item = usize>| {
+        values.fold(header.chars().count(), usize::max)
+    };
+    let id = width(
+        "ID",
+        &mut dead.iter().map(|l| l.envelope.message_id.chars().count()),
+    );
+    let source = width(
+        "SOURCE",
+        &mut dead.iter().map(|l| l.envelope.source.routing_key().len()),
+    );
+    let reason = width("REASON", &mut dead.iter().map(|l| l.reason.chars().count()));
     println!(
-        "{:<26}  {:<20}  {:<24}  {:>6}  {:>8}  {:<24}  ERROR",
+        "{:<id$}  {:<source$}  {:<reason$}  {:>6}  {:>8}  {:<24}  ERROR",
         "ID", "SOURCE", "REASON", "STATUS", "ATTEMPTS", "LAST FAILED"
     );
     for letter in dead {
@@ -181,7 +195,7 @@ fn print_table(dead: &[DeadLetter]) {
         let status = letter.status.map_or("-".to_owned(), |s| s.to_string());
         let error: String = letter.error.chars().take(60).collect();
         println!(
-            "{:<26}  {:<20}  {:<24}  {:>6}  {:>8}  {:<24}  {}",
+            "{:<id$}  {:<source$}  {:<reason$}  {:>6}  {:>8}  {:<24}  {}",
             envelope.message_id,
             envelope.source.routing_key(),
             letter.reason,

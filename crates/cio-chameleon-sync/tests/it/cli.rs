@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use sync_sandbox::{Fault, FaultKind};
 
-use crate::support::{self, Daemon, QueueKind};
+use crate::support::{self, Daemon, QueueKind, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cio-chameleon-sync");
 
@@ -315,18 +315,25 @@ async fn dlq_commands(queue: QueueKind) {
     daemon
         .post_chameleon(&support::payload("chameleon/tour-started.json"))
         .await;
-    let mut purged = String::new();
-    for _ in 0..150 {
-        let output = run(
-            &["dlq", "purge", "--queue", "outbound", "--all", "--yes"],
-            &config,
-        );
-        purged = text(&output.stdout);
-        if purged.contains("purged 1") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let arrived = eventually(std::time::Duration::from_secs(30), || async {
+        let output = run(&["dlq", "list", "--queue", "outbound", "--json"], &config);
+        serde_json::from_slice::<Vec<Value>>(&output.stdout).is_ok_and(|rows| rows.len() == 1)
+    })
+    .await;
+    assert!(arrived, "the second dead letter never arrived");
+    // Without --yes and with nobody to answer, nothing is deleted, and the exit says so.
+    let declined = run(&["dlq", "purge", "--queue", "outbound", "--all"], &config);
+    assert!(!declined.status.success());
+    assert!(
+        text(&declined.stderr).contains("purge not confirmed: nothing deleted"),
+        "{}",
+        text(&declined.stderr)
+    );
+    let purged = run(
+        &["dlq", "purge", "--queue", "outbound", "--all", "--yes"],
+        &config,
+    );
+    let purged = text(&purged.stdout);
     assert!(purged.contains("purged 1"), "{purged}");
     let empty = run(&["dlq", "list", "--queue", "outbound", "--json"], &config);
     assert_eq!(
