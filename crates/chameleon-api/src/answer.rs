@@ -42,6 +42,13 @@ pub(crate) fn parse_batch_answer(body: &[u8], items: usize) -> BatchAnswer {
         return BatchAnswer::default();
     };
     let listed = answer.get("errors").and_then(Value::as_array);
+    if listed.is_none() && answer.get("errors").is_some_and(|errors| !errors.is_null()) {
+        tracing::warn!(
+            upstream = "chameleon",
+            items,
+            "batch answer's errors is not a list; no item errors read, every item counts as taken"
+        );
+    }
     let mut errors: BTreeMap<usize, ItemError> = BTreeMap::new();
     for entry in listed.into_iter().flatten() {
         let index = entry.get("index").and_then(json_index);
