@@ -552,9 +552,21 @@ impl Settings {
         Ok(())
     }
 
+    /// The store of seen provider event ids: `dedupe.path`, else `seen.sqlite3` beside the
+    /// embedded queue file (`data/` by default, RabbitMQ deployments included).
+    pub fn dedupe_path(&self) -> PathBuf {
+        self.dedupe.path.clone().unwrap_or_else(|| {
+            self.queue
+                .path
+                .parent()
+                .map_or_else(|| "seen.sqlite3".into(), |dir| dir.join("seen.sqlite3"))
+        })
+    }
+
     /// The effective configuration as TOML, every secret redacted.
     pub fn redacted_toml(&self) -> anyhow::Result<String> {
         let mut copy = self.clone();
+        copy.dedupe.path = Some(self.dedupe_path());
         if let Some(url) = &copy.queue.amqp_url {
             copy.queue.amqp_url = Some(Secret::new(redact_url_password(url.expose())));
         }

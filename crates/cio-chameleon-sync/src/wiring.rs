@@ -180,13 +180,7 @@ pub fn track_client(settings: &Settings) -> anyhow::Result<TrackClient> {
 /// The store of seen provider event ids: `dedupe.path`, else `seen.sqlite3` beside the embedded
 /// queue file (or in `data/` for RabbitMQ deployments).
 pub fn claims(settings: &Settings) -> anyhow::Result<ClaimStore> {
-    let path = settings.dedupe.path.clone().unwrap_or_else(|| {
-        settings
-            .queue
-            .path
-            .parent()
-            .map_or_else(|| "seen.sqlite3".into(), |dir| dir.join("seen.sqlite3"))
-    });
+    let path = settings.dedupe_path();
     ClaimStore::open(&path, &settings.queue.prefix, settings.dedupe.window)
         .with_context(|| format!("cannot open the dedupe file {}", path.display()))
 }
