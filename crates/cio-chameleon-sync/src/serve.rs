@@ -67,6 +67,11 @@ pub async fn run_until(
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Missing credentials are all named at once, before the port or the queue is touched.
+    let missing = settings.missing_for(roles);
+    if !missing.is_empty() {
+        anyhow::bail!("the configuration is incomplete: {}", missing.join("; "));
+    }
     // Every role serves /healthz, /readyz and /metrics; only the receiver role takes webhooks.
     // The port comes first: a start that cannot listen touches nothing on the broker.
     let listener = tokio::net::TcpListener::bind(settings.server.listen)
@@ -132,17 +137,10 @@ pub async fn run_on(
     }
 
     let mut receiver_config = wiring::receiver_config(&settings);
-    if roles.receiver && receiver_config.customerio_endpoint_token.is_empty() {
-        tracing::warn!("customerio.endpoint_token is not set: the Customer.io routes answer 404");
-    }
-    if roles.receiver && receiver_config.chameleon_webhook_secrets.is_empty() {
-        tracing::warn!("chameleon.webhook_secrets is empty: the Chameleon route answers 404");
-    }
-    if roles.receiver && receiver_config.customerio_signing_keys.is_empty() {
-        tracing::warn!(
-            "customerio.signing_keys is empty: reporting webhooks are accepted unsigned \
-             (the endpoint token alone authenticates them)"
-        );
+    if roles.receiver {
+        for note in settings.receiver_notes() {
+            tracing::warn!("{note}");
+        }
     }
     if !roles.receiver {
         receiver_config.customerio_endpoint_token = Default::default();

@@ -14,6 +14,8 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sync_core::Secret;
 
+use crate::serve::Roles;
+
 mod statuses;
 
 /// The whole configuration.
@@ -563,6 +565,105 @@ impl Settings {
         })
     }
 
+    /// Everything the given roles need but lack, one sentence each that names the key and the
+    /// environment variable setting it. Empty when the roles can start. Only the upstream
+    /// credentials are checked here: every other key has a working default, and the `dlq`
+    /// commands need nothing beyond `[queue]`.
+    ///
+    /// The worker needs `chameleon.account_secret`; the relay needs `customerio.site_id` and
+    /// `customerio.api_key`. The receiver needs at least one route: an empty
+    /// `customerio.endpoint_token` turns off the Customer.io routes and empty
+    /// `chameleon.webhook_secrets` the Chameleon route (see [`Settings::receiver_notes`]), and
+    /// with both empty it would answer every webhook `404`.
+    pub fn missing_for(&self, roles: Roles) -> Vec<String> {
+        let customerio = &self.customerio;
+        let chameleon = &self.chameleon;
+        let mut missing = Vec::new();
+        if roles.worker && chameleon.account_secret.is_empty() {
+            missing.push(format!(
+                "{} is empty: the worker needs it",
+                name_secret(
+                    "chameleon.account_secret",
+                    chameleon.account_secret_file.as_deref()
+                )
+            ));
+        }
+        if roles.relay {
+            if customerio.site_id.trim().is_empty() {
+                missing.push(format!(
+                    "{} is empty: the relay needs it",
+                    name_key("customerio.site_id")
+                ));
+            } else if customerio.site_id.contains(':') {
+                missing.push(format!(
+                    "{} contains ':', which the Track API's Basic auth cannot carry: the relay \
+                     needs the workspace's site id",
+                    name_key("customerio.site_id")
+                ));
+            }
+            if customerio.api_key.is_empty() {
+                missing.push(format!(
+                    "{} is empty: the relay needs it",
+                    name_secret("customerio.api_key", customerio.api_key_file.as_deref())
+                ));
+            }
+        }
+        if roles.receiver
+            && customerio.endpoint_token.is_empty()
+            && chameleon.webhook_secrets.is_empty()
+        {
+            missing.push(format!(
+                "{} and {} are both empty: the receiver needs at least one of them, or it answers \
+                 every webhook 404",
+                name_secret(
+                    "customerio.endpoint_token",
+                    customerio.endpoint_token_file.as_deref()
+                ),
+                name_secret(
+                    "chameleon.webhook_secrets",
+                    chameleon.webhook_secrets_file.as_deref()
+                ),
+            ));
+        }
+        missing
+    }
+
+    /// What the receiver leaves out with these settings: a route turned off, or signatures not
+    /// checked. Worth saying, but no reason to refuse to start.
+    pub fn receiver_notes(&self) -> Vec<String> {
+        let customerio = &self.customerio;
+        let chameleon = &self.chameleon;
+        let mut notes = Vec::new();
+        if customerio.endpoint_token.is_empty() {
+            notes.push(format!(
+                "{} is empty: the Customer.io routes answer 404",
+                name_secret(
+                    "customerio.endpoint_token",
+                    customerio.endpoint_token_file.as_deref()
+                )
+            ));
+        } else if customerio.signing_keys.is_empty() {
+            notes.push(format!(
+                "{} is empty: reporting webhooks are accepted unsigned (the endpoint token alone \
+                 authenticates them)",
+                name_secret(
+                    "customerio.signing_keys",
+                    customerio.signing_keys_file.as_deref()
+                )
+            ));
+        }
+        if chameleon.webhook_secrets.is_empty() {
+            notes.push(format!(
+                "{} is empty: the Chameleon route answers 404",
+                name_secret(
+                    "chameleon.webhook_secrets",
+                    chameleon.webhook_secrets_file.as_deref()
+                )
+            ));
+        }
+        notes
+    }
+
     /// The effective configuration as TOML, every secret redacted.
     pub fn redacted_toml(&self) -> anyhow::Result<String> {
         let mut copy = self.clone();
@@ -616,6 +717,25 @@ pub fn redact_url_password(url: &str) -> String {
         out.push_str(path);
     }
     out
+}
+
+/// The environment variable of a dotted key: `chameleon.account_secret` ->
+/// `SYNC__CHAMELEON__ACCOUNT_SECRET`.
+pub fn variable_of(key: &str) -> String {
+    format!("SYNC__{}", key.to_uppercase().replace('.', "__"))
+}
+
+/// `customerio.site_id (SYNC__CUSTOMERIO__SITE_ID)`.
+fn name_key(key: &str) -> String {
+    format!("{key} ({})", variable_of(key))
+}
+
+/// A secret key with its variable and its `_file` key, or the file it was read from.
+fn name_secret(key: &str, file: Option<&Path>) -> String {
+    match file {
+        Some(path) => format!("{key} (read from {key}_file, {})", path.display()),
+        None => format!("{key} ({}, or {key}_file)", variable_of(key)),
+    }
 }
 
 /// The `SYNC__...` variable whose key an error message names, if one does: a typo in the
@@ -922,6 +1042,86 @@ mod tests {
         assert!(
             format!("{err:#}").contains("5030 is not an HTTP status"),
             "{err:#}"
+        );
+    }
+
+    #[test]
+    fn missing_credentials_are_listed_by_role_with_their_variables() {
+        let settings = Settings::load_with_env(None, env(&[])).unwrap();
+        let all = settings.missing_for(Roles::ALL);
+        assert_eq!(
+            all,
+            [
+                "chameleon.account_secret (SYNC__CHAMELEON__ACCOUNT_SECRET, or \
+                 chameleon.account_secret_file) is empty: the worker needs it",
+                "customerio.site_id (SYNC__CUSTOMERIO__SITE_ID) is empty: the relay needs it",
+                "customerio.api_key (SYNC__CUSTOMERIO__API_KEY, or customerio.api_key_file) is \
+                 empty: the relay needs it",
+                "customerio.endpoint_token (SYNC__CUSTOMERIO__ENDPOINT_TOKEN, or \
+                 customerio.endpoint_token_file) and chameleon.webhook_secrets \
+                 (SYNC__CHAMELEON__WEBHOOK_SECRETS, or chameleon.webhook_secrets_file) are both \
+                 empty: the receiver needs at least one of them, or it answers every webhook 404",
+            ]
+        );
+        assert_eq!(settings.missing_for(Roles::WORKER), all[..1]);
+        assert_eq!(settings.missing_for(Roles::RELAY), all[1..3]);
+        assert_eq!(settings.missing_for(Roles::RECEIVER), all[3..]);
+
+        // One route is enough for the receiver; the other is a note.
+        let settings =
+            Settings::load_with_env(None, env(&[("SYNC__CHAMELEON__WEBHOOK_SECRETS", "whsec")]))
+                .unwrap();
+        assert!(settings.missing_for(Roles::RECEIVER).is_empty());
+        let notes = settings.receiver_notes();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("SYNC__CUSTOMERIO__ENDPOINT_TOKEN")
+                && notes[0].contains("Customer.io routes answer 404"),
+            "{notes:?}"
+        );
+
+        let complete = Settings::load_with_env(
+            None,
+            env(&[
+                ("SYNC__CHAMELEON__ACCOUNT_SECRET", "acct"),
+                ("SYNC__CUSTOMERIO__SITE_ID", "site"),
+                ("SYNC__CUSTOMERIO__API_KEY", "key"),
+                ("SYNC__CUSTOMERIO__ENDPOINT_TOKEN", "endpoint-token-0001"),
+                ("SYNC__CUSTOMERIO__SIGNING_KEYS", "sign"),
+                ("SYNC__CHAMELEON__WEBHOOK_SECRETS", "whsec"),
+            ]),
+        )
+        .unwrap();
+        assert!(complete.missing_for(Roles::ALL).is_empty());
+        assert!(complete.receiver_notes().is_empty());
+        let mut colon = complete.clone();
+        colon.customerio.site_id = "a:b".into();
+        let missing = colon.missing_for(Roles::ALL);
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(
+            missing[0].starts_with("customerio.site_id (SYNC__CUSTOMERIO__SITE_ID) contains ':'")
+        );
+    }
+
+    #[test]
+    fn an_empty_secret_file_is_named_by_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = write(dir.path(), "account-secret", "\n");
+        let settings = Settings::load_with_env(
+            None,
+            env(&[(
+                "SYNC__CHAMELEON__ACCOUNT_SECRET_FILE",
+                empty.to_str().unwrap(),
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.missing_for(Roles::WORKER),
+            [format!(
+                "chameleon.account_secret (read from chameleon.account_secret_file, {}) is \
+                 empty: the worker needs it",
+                empty.display()
+            )]
         );
     }
 
