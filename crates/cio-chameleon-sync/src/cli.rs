@@ -46,7 +46,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate the configuration and print it with secrets redacted.
+    /// Validate the configuration, print it with secrets redacted, and name every credential
+    /// `serve` would lack (exit status 78 if any).
     Check,
 }
 

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use cio_chameleon_sync::cli::{Cli, Command, ConfigCommand};
+use cio_chameleon_sync::serve::Roles;
 use cio_chameleon_sync::settings::Settings;
 use cio_chameleon_sync::{demo, dlq, serve, telemetry};
 use clap::Parser;
@@ -28,16 +29,24 @@ fn main() -> ExitCode {
     } = &cli.command
     {
         print_ignored_environment();
-        return match settings.redacted_toml() {
-            Ok(text) => {
-                println!("# configuration is valid\n{text}");
-                ExitCode::SUCCESS
+        return config_check(&settings);
+    }
+
+    // The long-running commands name everything they lack at once, before binding a port or
+    // touching the queue.
+    if let Some((name, roles)) = long_running(&cli.command) {
+        let missing = settings.missing_for(roles);
+        if !missing.is_empty() {
+            print_ignored_environment();
+            for problem in &missing {
+                eprintln!("cio-chameleon-sync: {problem}");
             }
-            Err(err) => {
-                eprintln!("cio-chameleon-sync: {err:#}");
-                ExitCode::from(EXIT_CONFIG)
-            }
-        };
+            eprintln!(
+                "cio-chameleon-sync: `{name}` does not start until these are set \
+                 (`config check` lists them)"
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
     }
 
     // Operator commands print their results; their logs are only for warnings.
@@ -62,10 +71,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve => serve::run(settings, serve::Roles::ALL, metrics).await,
-            Command::Receive => serve::run(settings, serve::Roles::RECEIVER, metrics).await,
-            Command::Work => serve::run(settings, serve::Roles::WORKER, metrics).await,
-            Command::Relay => serve::run(settings, serve::Roles::RELAY, metrics).await,
+            Command::Serve => serve::run(settings, Roles::ALL, metrics).await,
+            Command::Receive => serve::run(settings, Roles::RECEIVER, metrics).await,
+            Command::Work => serve::run(settings, Roles::WORKER, metrics).await,
+            Command::Relay => serve::run(settings, Roles::RELAY, metrics).await,
             Command::Dlq { command } => dlq::run(settings, command).await,
             Command::Sandbox(args) => demo::sandbox(args).await,
             Command::Demo(args) => demo::run(settings, args, metrics).await,
@@ -78,6 +87,82 @@ fn main() -> ExitCode {
             eprintln!("cio-chameleon-sync: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The commands that run roles until stopped, with the roles each runs.
+const LONG_RUNNING: [(&str, Roles); 4] = [
+    ("serve", Roles::ALL),
+    ("receive", Roles::RECEIVER),
+    ("work", Roles::WORKER),
+    ("relay", Roles::RELAY),
+];
+
+fn long_running(command: &Command) -> Option<(&'static str, Roles)> {
+    let index = match command {
+        Command::Serve => 0,
+        Command::Receive => 1,
+        Command::Work => 2,
+        Command::Relay => 3,
+        _ => return None,
+    };
+    Some(LONG_RUNNING[index])
+}
+
+/// `config check`: print the effective configuration, then whatever the long-running commands
+/// would lack (exit 78) and what the receiver leaves out (a note only).
+fn config_check(settings: &Settings) -> ExitCode {
+    let text = match settings.redacted_toml() {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("cio-chameleon-sync: {err:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let missing = settings.missing_for(Roles::ALL);
+    if missing.is_empty() {
+        println!("# configuration is valid\n{text}");
+    } else {
+        println!(
+            "# configuration read, but incomplete: the problems are on standard error\n{text}"
+        );
+    }
+    // With no route at all the receiver's problem below already says so.
+    if settings.missing_for(Roles::RECEIVER).is_empty() {
+        for note in settings.receiver_notes() {
+            eprintln!("cio-chameleon-sync: note: {note}");
+        }
+    }
+    if missing.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for problem in &missing {
+        eprintln!("cio-chameleon-sync: {problem}");
+    }
+    let (refused, startable): (Vec<_>, Vec<_>) = LONG_RUNNING
+        .iter()
+        .partition(|(_, roles)| !settings.missing_for(*roles).is_empty());
+    let mut summary = format!(
+        "cio-chameleon-sync: {} would refuse to start",
+        list_commands(&refused)
+    );
+    if !startable.is_empty() {
+        summary.push_str(&format!("; {} would start", list_commands(&startable)));
+    }
+    eprintln!("{summary} (the `dlq` commands need only the [queue] settings)");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// "`serve`, `work` and `relay`".
+fn list_commands(commands: &[&(&str, Roles)]) -> String {
+    let quoted: Vec<String> = commands
+        .iter()
+        .map(|(name, _)| format!("`{name}`"))
+        .collect();
+    match quoted.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
     }
 }
 

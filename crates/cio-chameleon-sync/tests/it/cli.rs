@@ -54,12 +54,13 @@ fn config_check_prints_the_configuration_without_secrets() {
     std::fs::write(
         &config,
         "[customerio]\nendpoint_token = \"endpoint-token-123456789\"\napi_key = \"cio-key-secret\"\n\
-         signing_keys = [\"signing-secret-1\"]\n[chameleon]\naccount_secret = \"acct-secret-9\"\n\
+         site_id = \"site-1\"\nsigning_keys = [\"signing-secret-1\"]\n[chameleon]\naccount_secret = \"acct-secret-9\"\n\
          webhook_secrets = [\"hook-secret-7\"]\n[queue]\namqp_url = \"amqp://u:broker-pass@h/%2f\"\n",
     )
     .unwrap();
     let output = run(&["config", "check"], &config);
     assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).starts_with("# configuration is valid\n"));
     let shown = text(&output.stdout) + &text(&output.stderr);
     for secret in [
         "endpoint-token-123456789",
@@ -88,6 +89,9 @@ fn config_check_keeps_environment_values_as_written_and_names_ignored_variables(
         .arg(&config)
         .env_remove("RUST_LOG")
         .env("SYNC__CUSTOMERIO__SITE_ID", "00123")
+        .env("SYNC__CUSTOMERIO__API_KEY", "cio-key")
+        .env("SYNC__CHAMELEON__ACCOUNT_SECRET", "acct-secret")
+        .env("SYNC__CHAMELEON__WEBHOOK_SECRETS", "hook-secret")
         .env("SYNC__DELIVERY__RETRYABLE_STATUSES", "503")
         .env("SYNC_SERVER_LISTEN", "127.0.0.1:1")
         .output()
@@ -101,6 +105,103 @@ fn config_check_keeps_environment_values_as_written_and_names_ignored_variables(
         stderr.contains("SYNC_SERVER_LISTEN is ignored") && stderr.contains("SYNC__SECTION__KEY"),
         "{stderr}"
     );
+}
+
+/// The keys a file without credentials lacks, with their variables.
+const MISSING: [(&str, &str); 5] = [
+    (
+        "chameleon.account_secret",
+        "SYNC__CHAMELEON__ACCOUNT_SECRET",
+    ),
+    ("customerio.site_id", "SYNC__CUSTOMERIO__SITE_ID"),
+    ("customerio.api_key", "SYNC__CUSTOMERIO__API_KEY"),
+    (
+        "customerio.endpoint_token",
+        "SYNC__CUSTOMERIO__ENDPOINT_TOKEN",
+    ),
+    (
+        "chameleon.webhook_secrets",
+        "SYNC__CHAMELEON__WEBHOOK_SECRETS",
+    ),
+];
+
+#[test]
+fn config_check_names_every_missing_credential_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[queue]\nbackend = \"embedded\"\n").unwrap();
+    let output = run(&["config", "check"], &config);
+    assert_eq!(output.status.code(), Some(78), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(!stdout.contains("configuration is valid"), "{stdout}");
+    assert!(
+        stdout.starts_with("# configuration read, but incomplete"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[queue]"), "{stdout}");
+    let stderr = text(&output.stderr);
+    for (key, variable) in MISSING {
+        assert!(
+            stderr.contains(key) && stderr.contains(variable),
+            "{key} or {variable} not named:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("`serve`, `receive`, `work` and `relay` would refuse to start"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_without_credentials_exits_78_before_touching_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[log]\nlevel = \"info\"\n").unwrap();
+    let queue = dir.path().join("queue").join("queue.sqlite3");
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .env("SYNC__SERVER__LISTEN", listen.to_string())
+        .env("SYNC__QUEUE__BACKEND", "embedded")
+        .env("SYNC__QUEUE__PATH", &queue)
+        .env("SYNC__CUSTOMERIO__SITE_ID", "site-1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    // A daemon that started anyway would run until stopped.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("serve started without its credentials");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(78), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    for (key, variable) in MISSING {
+        if key == "customerio.site_id" {
+            assert!(!stderr.contains(key), "site_id is set:\n{stderr}");
+            continue;
+        }
+        assert!(
+            stderr.contains(key) && stderr.contains(variable),
+            "{key} or {variable} not named:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("`serve` does not start until these are set"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("started"), "{stderr}");
+    assert!(!queue.parent().unwrap().exists(), "the queue was opened");
 }
 
 #[test]
