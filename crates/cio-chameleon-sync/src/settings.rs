@@ -66,12 +66,23 @@ impl Default for ServerSettings {
 
 /// Which queue backend holds messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Backend {
     /// RabbitMQ, for production and several replicas.
     Amqp,
     /// One SQLite file, for a single machine with no broker.
     Embedded,
+}
+
+impl TryFrom<String> for Backend {
+    type Error = String;
+
+    fn try_from(word: String) -> Result<Self, String> {
+        from_word(
+            &word,
+            &[("amqp", Backend::Amqp), ("embedded", Backend::Embedded)],
+        )
+    }
 }
 
 /// `[queue]`: where accepted messages wait.
@@ -146,10 +157,18 @@ impl QueueSettings {
 
 /// Customer.io's data centre, which picks the Track API host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Region {
     Us,
     Eu,
+}
+
+impl TryFrom<String> for Region {
+    type Error = String;
+
+    fn try_from(word: String) -> Result<Self, String> {
+        from_word(&word, &[("us", Region::Us), ("eu", Region::Eu)])
+    }
 }
 
 /// `[customerio]`: the inbound webhooks and the Track API.
@@ -212,12 +231,26 @@ impl Default for CustomerioSettings {
 
 /// How the worker treats Chameleon's reserved attribute names in workflow bodies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum ReservedNames {
     /// Send them as `cio_<name>`.
     Rename,
     /// Dead-letter the message with reason `reserved_name`.
     Reject,
+}
+
+impl TryFrom<String> for ReservedNames {
+    type Error = String;
+
+    fn try_from(word: String) -> Result<Self, String> {
+        from_word(
+            &word,
+            &[
+                ("rename", ReservedNames::Rename),
+                ("reject", ReservedNames::Reject),
+            ],
+        )
+    }
 }
 
 /// `[chameleon]`: the REST API and the outgoing webhooks.
@@ -339,10 +372,21 @@ impl Default for DedupeSettings {
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+
+    fn try_from(word: String) -> Result<Self, String> {
+        from_word(
+            &word,
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        )
+    }
 }
 
 /// `[log]`: logs go to standard error.
@@ -392,6 +436,13 @@ impl Settings {
         if let Some(path) = path {
             if !path.exists() {
                 bail!("configuration file {} does not exist", path.display());
+            }
+            if path.is_dir() {
+                bail!(
+                    "configuration file {} is a directory; --config (or SYNC_CONFIG) names a TOML \
+                     file",
+                    path.display()
+                );
             }
             builder = builder.add_source(
                 config::File::from(path)
@@ -717,6 +768,17 @@ pub fn redact_url_password(url: &str) -> String {
         out.push_str(path);
     }
     out
+}
+
+/// One of `words`, or an error that lists them all (serde's own says only that there is no such
+/// variant).
+fn from_word<T: Copy>(word: &str, words: &[(&str, T)]) -> Result<T, String> {
+    if let Some((_, value)) = words.iter().find(|(name, _)| *name == word) {
+        return Ok(*value);
+    }
+    let names: Vec<String> = words.iter().map(|(name, _)| format!("`{name}`")).collect();
+    let expected = names.join(", ");
+    Err(format!("unknown value {word:?} (accepted: {expected})"))
 }
 
 /// The environment variable of a dotted key: `chameleon.account_secret` ->
@@ -1123,6 +1185,52 @@ mod tests {
                 empty.display()
             )]
         );
+    }
+
+    #[test]
+    fn an_unknown_word_lists_the_accepted_ones() {
+        let err =
+            Settings::load_with_env(None, env(&[("SYNC__QUEUE__BACKEND", "kafka")])).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains(r#"unknown value "kafka" (accepted: `amqp`, `embedded`)"#)
+                && text.contains("queue.backend")
+                && text.contains("SYNC__QUEUE__BACKEND"),
+            "{text}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "c.toml",
+            "[customerio]\nregion = \"EU\"\n[log]\nformat = \"json\"\n",
+        );
+        let err = Settings::load_with_env(Some(&file), env(&[])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains(r#"unknown value "EU" (accepted: `us`, `eu`)"#),
+            "{err:#}"
+        );
+        let file = write(
+            dir.path(),
+            "ok.toml",
+            "[customerio]\nregion = \"eu\"\n[chameleon]\nreserved_names = \"reject\"\n",
+        );
+        let settings = Settings::load_with_env(Some(&file), env(&[])).unwrap();
+        assert_eq!(settings.customerio.region, Region::Eu);
+        assert_eq!(settings.chameleon.reserved_names, ReservedNames::Reject);
+        assert!(
+            settings
+                .redacted_toml()
+                .unwrap()
+                .contains("region = \"eu\""),
+            "words are written as they are read"
+        );
+    }
+
+    #[test]
+    fn a_directory_is_not_taken_for_a_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Settings::load_with_env(Some(dir.path()), env(&[])).unwrap_err();
+        assert!(format!("{err:#}").contains("is a directory"), "{err:#}");
     }
 
     #[test]
