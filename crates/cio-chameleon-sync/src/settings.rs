@@ -571,6 +571,18 @@ impl Settings {
         if self.delivery.max_attempts == 0 {
             bail!("delivery.max_attempts must be at least 1");
         }
+        if self.chameleon.max_in_flight == 0 {
+            bail!("chameleon.max_in_flight must be at least 1");
+        }
+        for (key, value) in [
+            ("server.request_timeout", self.server.request_timeout),
+            ("delivery.request_timeout", self.delivery.request_timeout),
+            ("queue.operation_timeout", self.queue.operation_timeout),
+        ] {
+            if value.is_zero() {
+                bail!("{key} must be above zero");
+            }
+        }
         if !(0.0..=1.0).contains(&self.delivery.jitter) {
             bail!("delivery.jitter must be between 0 and 1");
         }
@@ -955,6 +967,35 @@ mod tests {
             format!("{err:#}").contains("SYNC__CHAMELEON__REQUESTS_PER_MINUTE"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn zero_timeouts_and_no_requests_in_flight_are_refused() {
+        for (variable, value, key) in [
+            (
+                "SYNC__SERVER__REQUEST_TIMEOUT",
+                "0s",
+                "server.request_timeout",
+            ),
+            (
+                "SYNC__DELIVERY__REQUEST_TIMEOUT",
+                "0s",
+                "delivery.request_timeout",
+            ),
+            (
+                "SYNC__QUEUE__OPERATION_TIMEOUT",
+                "0s",
+                "queue.operation_timeout",
+            ),
+            (
+                "SYNC__CHAMELEON__MAX_IN_FLIGHT",
+                "0",
+                "chameleon.max_in_flight",
+            ),
+        ] {
+            let err = Settings::load_with_env(None, env(&[(variable, value)])).unwrap_err();
+            assert!(format!("{err:#}").contains(key), "{variable}: {err:#}");
+        }
     }
 
     #[test]
