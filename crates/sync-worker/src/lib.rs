@@ -9,6 +9,7 @@
 
 mod updates;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,6 +91,45 @@ pub struct Worker {
     companies: Arc<Batcher<PendingUpdate>>,
     events: TaskTracker,
     delivered: Option<ClaimStore>,
+    /// One event send per delivered key at a time, so that copies wait for each other.
+    sending: Arc<KeyLocks>,
+}
+
+/// Per-key async locks, dropped from the map once nobody holds or waits for them.
+#[derive(Default)]
+struct KeyLocks {
+    held: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl KeyLocks {
+    /// Run `work` holding `key`'s lock; it learns whether another holder went first.
+    async fn with<T>(&self, key: &str, work: impl AsyncFnOnce(bool) -> T) -> T {
+        let lock = Arc::clone(
+            self.held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(key.to_owned())
+                .or_default(),
+        );
+        let (guard, waited) = match Arc::clone(&lock).try_lock_owned() {
+            Ok(guard) => (guard, false),
+            Err(_) => (Arc::clone(&lock).lock_owned().await, true),
+        };
+        let result = work(waited).await;
+        drop(guard);
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The map's reference and this one: nobody else holds or waits.
+        if held
+            .get(key)
+            .is_some_and(|entry| Arc::strong_count(entry) == 2)
+        {
+            held.remove(key);
+        }
+        result
+    }
 }
 
 impl Worker {
@@ -137,6 +177,7 @@ impl Worker {
             config,
             events: TaskTracker::new(),
             delivered,
+            sending: Arc::default(),
         }
     }
 }
@@ -178,8 +219,15 @@ impl Handler for Worker {
                 let client = self.client.clone();
                 let config = Arc::clone(&self.config);
                 let delivered = self.delivered.clone();
+                let sending = Arc::clone(&self.sending);
                 self.events.spawn(async move {
-                    let outcome = send_event(&client, delivered.as_ref(), &delivery, &body).await;
+                    let key = delivered_key(&delivery.envelope);
+                    let outcome = sending
+                        .with(&key, async |waited| {
+                            send_event(&client, delivered.as_ref(), &delivery, &key, waited, &body)
+                                .await
+                        })
+                        .await;
                     consumer::settle(delivery, outcome, &config.retry).await;
                 });
             }
@@ -194,27 +242,27 @@ impl Handler for Worker {
     }
 }
 
-/// Send one event unless it was sent before, and record it once Chameleon accepted it. Two
-/// kinds of copy can reach the worker: a redelivery whose acknowledgement was lost (same message
-/// id), and a provider's retry after the receiver answered `503` to a publish that went through
-/// late (a new message id, the same provider event id). Both are found by [`delivered_key`].
-///
-/// Limitation: the record is written once Chameleon accepted the event, so two copies handled
-/// at the same moment (the late publish and the provider's retry both waiting in a backlog) can
-/// both be sent; only copies handled one after the other are caught.
+/// Send one event unless it was sent before, and record it once Chameleon accepted it. Copies
+/// reach the worker as a redelivery whose acknowledgement was lost (same message id; after a
+/// lost connection, possibly while the first delivery still waits for its turn to be sent), and
+/// as a provider's retry after the receiver answered `503` to a publish that went through late
+/// (a new message id, the same provider event id). Both are found by [`delivered_key`], and the
+/// caller runs the copies of one key one after the other (`waited`: another went first).
 async fn send_event(
     client: &ChameleonClient,
     delivered: Option<&ClaimStore>,
     delivery: &Delivery,
+    key: &str,
+    waited: bool,
     body: &serde_json::Map<String, serde_json::Value>,
 ) -> Outcome {
-    let key = delivered_key(&delivery.envelope);
     let message_id = &delivery.envelope.message_id;
-    // A fresh copy without a provider id cannot have been sent already: skip the lookup.
-    let may_be_a_copy = delivery.redelivered || delivery.envelope.provider_event_id.is_some();
+    // A fresh copy that nobody sent before it cannot have been sent already: skip the lookup.
+    let may_be_a_copy =
+        waited || delivery.redelivered || delivery.envelope.provider_event_id.is_some();
     if let Some(log) = delivered
         && may_be_a_copy
-        && log.was_delivered(&key).await.unwrap_or(false)
+        && log.was_delivered(key).await.unwrap_or(false)
     {
         return Outcome::Filtered {
             reason: "already_delivered",
@@ -223,7 +271,7 @@ async fn send_event(
     match client.send_event(body).await {
         Ok(()) => {
             if let Some(log) = delivered
-                && let Err(err) = log.mark_delivered(&key).await
+                && let Err(err) = log.mark_delivered(key).await
             {
                 tracing::warn!(%message_id, cause = %err, "cannot record a delivered event");
             }
@@ -239,5 +287,47 @@ fn delivered_key(envelope: &Envelope) -> String {
     match &envelope.provider_event_id {
         Some(id) => format!("{}:{id}", envelope.source.routing_key()),
         None => envelope.message_id.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn copies_of_a_key_take_turns_and_the_later_one_knows_it_waited() {
+        let locks = Arc::new(KeyLocks::default());
+        let (entered, first_inside) = tokio::sync::oneshot::channel();
+        let (release, may_leave) = tokio::sync::oneshot::channel::<()>();
+        let first = tokio::spawn({
+            let locks = Arc::clone(&locks);
+            async move {
+                locks
+                    .with("event-1", async |waited| {
+                        let _ = entered.send(());
+                        let _ = may_leave.await;
+                        waited
+                    })
+                    .await
+            }
+        });
+        first_inside.await.unwrap();
+        let second = tokio::spawn({
+            let locks = Arc::clone(&locks);
+            async move { locks.with("event-1", async |waited| waited).await }
+        });
+        // Another key is not held up.
+        assert!(!locks.with("event-2", async |waited| waited).await);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!second.is_finished(), "the copy ran beside the first");
+        release.send(()).unwrap();
+        assert!(!first.await.unwrap());
+        assert!(second.await.unwrap(), "the copy did not know it waited");
+        assert!(
+            locks.held.lock().unwrap().is_empty(),
+            "locks are left behind"
+        );
     }
 }

@@ -11,7 +11,7 @@ use sync_core::Direction;
 use sync_queue::DeadFilter;
 use sync_sandbox::{Fault, FaultKind, Upstream};
 
-use crate::support::{self, Daemon, QueueKind, TOKEN, eventually};
+use crate::support::{self, BrokerProxy, Daemon, QueueKind, TOKEN, eventually};
 
 const TIERS: [&str; 2] = ["1s", "3s"];
 
@@ -94,6 +94,48 @@ async fn a_broker_restart_while_webhooks_arrive_loses_and_repeats_nothing() {
     assert!(
         repeated.is_empty(),
         "delivered more than once: {repeated:?}"
+    );
+
+    daemon.stop().await.unwrap();
+    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
+}
+
+#[tokio::test]
+async fn a_connection_lost_with_a_backlog_of_events_sends_each_once() {
+    let _broker = support::require_broker().await;
+    let proxy = BrokerProxy::start().await;
+    // 10 events a second: forty make a backlog that waits for Chameleon's budget.
+    let mut daemon = Daemon::start(QueueKind::Amqp(proxy.addr.to_string()), |settings| {
+        settings.chameleon.requests_per_minute = 600;
+    })
+    .await;
+    for n in 0..40u64 {
+        let body = json!({"uid": format!("user_{n}"), "name": "Backlog check", "n": n});
+        let answer = daemon
+            .post_customerio("events", body.to_string().as_bytes())
+            .await;
+        assert_eq!(answer.status(), 202);
+    }
+
+    // The connection drops while most of them wait: the broker offers them all again, to a
+    // worker that still holds the first deliveries.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.restore();
+
+    let all = eventually(Duration::from_secs(60), || async {
+        delivered_counts(&daemon).len() == 40
+    })
+    .await;
+    assert!(all, "delivered: {:?}", delivered_counts(&daemon));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let repeated: Vec<_> = delivered_counts(&daemon)
+        .into_iter()
+        .filter(|(_, count)| *count > 1)
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "sent more than once (n, times): {repeated:?}"
     );
 
     daemon.stop().await.unwrap();
