@@ -3,9 +3,13 @@
 //! replays or purges, and closes the channel, which puts all the others back in their order.
 //! Dead queues have no delivery limit, so being read this way never drops a message.
 //!
-//! A scan reads at most the messages the queue held when it started. A running worker may
-//! dead-letter a replayed message again while the replay goes on; the copy lands behind them, so
-//! the replay ends instead of replaying it for ever.
+//! A scan reads as many different messages as the queue held when it started. A running worker
+//! may dead-letter a replayed message again while the replay goes on; the copy lands in the
+//! queue again with the same id, and the scan holds it without counting or replaying it, so the
+//! replay ends instead of replaying it for ever, and still reaches every message that was there
+//! at the start (another reader's scan may have put some of them behind the copies). A replay or
+//! purge that could not read them all, because another `dlq` command held some, fails after
+//! doing what it could, saying so.
 //!
 //! Limitation: a scan holds every dead letter of the direction in memory and out of the queue
 //! while it runs, so two scans at once (two operators) each see only part of the queue (a scan
@@ -43,6 +47,16 @@ pub(crate) async fn list(
             found.push(letter);
         }
     }
+    if scan.cut_short {
+        tracing::warn!(
+            queue = %scan.queue,
+            at_start = scan.limit,
+            read = scan.taken,
+            "the dead queue held more messages than this command could read: another dlq \
+             command was reading it at the same time and holds the rest until it ends; run \
+             this one again afterwards"
+        );
+    }
     scan.close().await;
     found.sort_by_key(|letter| letter.dead_at);
     Ok(found)
@@ -59,10 +73,8 @@ pub(crate) async fn replay(
     let pause = replay_pause(rate);
     let mut scan = Scan::open(shared, direction).await?;
     let mut replayed = 0;
-    // Belt and braces to the scan's bound: a message id is replayed once per pass.
-    let mut done = HashSet::new();
     while let Some((letter, acker)) = scan.next().await? {
-        if !filter.matches(&letter) || done.contains(&letter.envelope.message_id) {
+        if !filter.matches(&letter) {
             continue;
         }
 
@@ -81,7 +93,6 @@ pub(crate) async fn replay(
             return Err(error);
         }
         replayed += 1;
-        done.insert(copy.message_id.clone());
         tracing::info!(
             message_id = %copy.message_id,
             source = %copy.source,
@@ -93,7 +104,7 @@ pub(crate) async fn replay(
             tokio::time::sleep(pause).await;
         }
     }
-    scan.close().await;
+    scan.finish("replayed", replayed).await?;
     Ok(replayed)
 }
 
@@ -121,7 +132,7 @@ pub(crate) async fn purge(
             "dead letter purged"
         );
     }
-    scan.close().await;
+    scan.finish("purged", purged).await?;
     Ok(purged)
 }
 
@@ -135,9 +146,14 @@ struct Scan {
     limit: u32,
     /// Messages taken from the queue, and how many of them were acked (removed).
     taken: u32,
+    /// Different messages taken (by id): at most `limit`.
+    distinct: u32,
     removed: u32,
     /// The queue ran dry before `limit`: something else was reading it at the same time.
     cut_short: bool,
+    /// The ids read so far; a message seen again (a replayed copy dead-lettered anew) is held
+    /// and not counted.
+    seen: HashSet<String>,
 }
 
 impl Scan {
@@ -179,35 +195,36 @@ impl Scan {
             direction,
             limit,
             taken: 0,
+            distinct: 0,
             removed: 0,
             cut_short: false,
+            seen: HashSet::new(),
         })
     }
 
-    /// The next dead letter, held unacknowledged, or `None` once the queue has no more.
+    /// The next dead letter not read before in this scan, held unacknowledged, or `None` once
+    /// as many as the queue held at the start were read, or the queue has no more.
     async fn next(&mut self) -> Result<Option<(DeadLetter, Acker)>, QueueError> {
-        if self.taken >= self.limit {
-            return Ok(None);
-        }
-        let get = self.channel.basic_get(
-            self.queue.as_str().into(),
-            BasicGetOptions { no_ack: false },
-        );
-        let message = match timeout_at(self.shared.deadline(), get).await {
-            Ok(Ok(message)) => message,
-            Ok(Err(error)) => return Err(unavailable("reading the dead queue", &error)),
-            Err(_) => {
-                return Err(QueueError::Unavailable(format!(
-                    "reading {} timed out",
-                    self.queue
-                )));
-            }
-        };
-        if message.is_none() {
-            // Fewer than the count at the start: another reader holds some of them.
-            self.cut_short = true;
-        }
-        Ok(message.map(|message| {
+        while self.distinct < self.limit {
+            let get = self.channel.basic_get(
+                self.queue.as_str().into(),
+                BasicGetOptions { no_ack: false },
+            );
+            let message = match timeout_at(self.shared.deadline(), get).await {
+                Ok(Ok(message)) => message,
+                Ok(Err(error)) => return Err(unavailable("reading the dead queue", &error)),
+                Err(_) => {
+                    return Err(QueueError::Unavailable(format!(
+                        "reading {} timed out",
+                        self.queue
+                    )));
+                }
+            };
+            let Some(message) = message else {
+                // Fewer than the count at the start: another reader holds some of them.
+                self.cut_short = true;
+                return Ok(None);
+            };
             self.taken += 1;
             let delivery = message.delivery;
             let letter = codec::dead_letter(
@@ -216,8 +233,30 @@ impl Scan {
                 delivery.data,
                 self.direction,
             );
-            (letter, delivery.acker)
-        }))
+            // A copy of a message this scan already handled stays held, uncounted.
+            if self.seen.insert(letter.envelope.message_id.clone()) {
+                self.distinct += 1;
+                return Ok(Some((letter, delivery.acker)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Close the scan; a replay or purge that could not read every message the queue held at
+    /// the start fails, naming what it did.
+    async fn finish(self, done: &str, count: usize) -> Result<(), QueueError> {
+        let missed = self.limit.saturating_sub(self.distinct);
+        let cut_short = self.cut_short;
+        let queue = self.queue.clone();
+        self.close().await;
+        if cut_short {
+            return Err(QueueError::Other(format!(
+                "{done} {count}, but {missed} of the messages {queue} held were not read: another \
+                 dlq command was reading the queue at the same time; run this one again once it \
+                 has finished"
+            )));
+        }
+        Ok(())
     }
 
     async fn ack(&mut self, acker: &Acker) -> Result<(), QueueError> {
@@ -243,16 +282,6 @@ impl Scan {
 
     /// Close the channel: the broker takes back every message this scan did not ack.
     async fn close(self) {
-        if self.cut_short {
-            tracing::warn!(
-                queue = %self.queue,
-                at_start = self.limit,
-                read = self.taken,
-                "the dead queue held more messages than this command could read: another dlq \
-                 command was reading it at the same time and holds the rest until it ends; run \
-                 this one again afterwards"
-            );
-        }
         let deadline = self.shared.deadline();
         let closing = self.channel.close(REPLY_SUCCESS, "scan done".into());
         match timeout_at(deadline, closing).await {

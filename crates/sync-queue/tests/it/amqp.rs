@@ -606,3 +606,83 @@ async fn a_batch_acked_out_of_order_around_a_held_delivery_is_all_settled() {
     assert_quiet(&mut stream, &timing()).await;
     queue.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_that_another_reader_cut_short_fails_saying_so() {
+    let scratch = Scratch::new().await;
+    let queue: Arc<dyn Queue> = Arc::new(scratch.queue().await);
+    let mut stream = subscribe(&queue, Direction::Inbound, 10).await;
+    for tag in ["cut-1", "cut-2", "cut-3"] {
+        publish(&queue, &envelope(Source::CustomerioEvents, tag)).await;
+        let delivery = next(&mut stream, &timing(), "a message to dead-letter").await;
+        settle(
+            delivery,
+            Settlement::Dead(Failure::new("no_identity", None, "no uid")),
+        )
+        .await;
+    }
+    drop(stream);
+
+    // Two replays a second: while the replay pauses after its first, another reader (a second
+    // dlq command) takes the next dead letter and holds it.
+    let replay = tokio::spawn({
+        let queue = Arc::clone(&queue);
+        async move {
+            queue
+                .replay(Direction::Inbound, &DeadFilter::default(), Some(2))
+                .await
+        }
+    });
+    let topology = scratch.topology();
+    let (connection, channel) = raw_channel().await;
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let deadline = Instant::now() + timing().patience;
+    loop {
+        let work = channel
+            .queue_declare(
+                topology.work_queue(Direction::Inbound).as_str().into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await
+            .expect("the work queue");
+        if work.message_count() >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replay never replayed one");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let held = channel
+        .basic_get(
+            topology.dead_queue(Direction::Inbound).as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: false },
+        )
+        .await
+        .expect("basic.get");
+    assert!(held.is_some(), "no dead letter left to hold");
+
+    let outcome = replay.await.expect("the replay task");
+    let Err(QueueError::Other(message)) = outcome else {
+        panic!("a replay that missed a dead letter reported {outcome:?}");
+    };
+    assert!(
+        message.contains("replayed 2, but 1 of the messages")
+            && message.contains("another dlq command"),
+        "{message}"
+    );
+
+    // Once the other reader lets go, the dead letter is there to replay.
+    let _ = connection.close(200, "done".into()).await;
+    let deadline = Instant::now() + timing().patience;
+    loop {
+        let left = dead_letters(&queue, Direction::Inbound, &DeadFilter::default()).await;
+        if left.len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
