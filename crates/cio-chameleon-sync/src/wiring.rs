@@ -63,7 +63,11 @@ async fn open_queue(settings: &Settings, declares: bool) -> anyhow::Result<Arc<d
             } else {
                 AmqpQueue::attach(config).await
             };
-            let amqp = connected.context("cannot connect to RabbitMQ (queue.amqp_url)")?;
+            let amqp = connected.context(if declares {
+                "cannot start on RabbitMQ (queue.amqp_url)"
+            } else {
+                "cannot read the RabbitMQ deployment (queue.amqp_url, queue.prefix)"
+            })?;
             tracing::info!(backend = "amqp", prefix = %queue.prefix, "queue ready");
             Ok(Arc::new(amqp))
         }

@@ -482,3 +482,30 @@ fn demo_with_its_port_taken_stops_before_posting_anything() {
         "the demo connected to the port's holder"
     );
 }
+
+#[tokio::test]
+async fn serve_with_a_password_the_broker_refuses_stops_and_says_so() {
+    let _broker = support::require_broker().await;
+    let listen = support::free_addr().await;
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/rabbitmq-local.toml"
+    );
+    let output = Command::new(BIN)
+        .args(["serve", "--config", example])
+        .env_remove("RUST_LOG")
+        .env("SYNC__SERVER__LISTEN", listen.to_string())
+        .env("SYNC__QUEUE__PREFIX", support::unique_prefix())
+        .env(
+            "SYNC__QUEUE__AMQP_URL",
+            format!("amqp://guest:not-the-password@{}/%2f", support::BROKER),
+        )
+        .output()
+        .expect("the binary runs");
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("rabbitmq refused the login") && stderr.contains("queue.amqp_url"),
+        "{stderr}"
+    );
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use lapin::options::QueueDeclareOptions;
-use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties, ErrorKind};
@@ -18,6 +18,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::topology::Topology;
 use crate::QueueError;
+use sync_core::Direction;
 
 /// What the connection is for; it names the connection in the broker's management view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,12 +143,23 @@ impl Link {
                 let wait = state.backoff.next().unwrap_or(MAX_BACKOFF).min(MAX_BACKOFF);
                 state.next_attempt = Some(Instant::now() + wait);
                 state.last_error = error.to_string();
-                tracing::warn!(
-                    role = self.role.as_str(),
-                    cause = %error,
-                    retry_in_ms = wait.as_millis() as u64,
-                    "rabbitmq connection failed"
-                );
+                // A broker away is worth a warning each time; a refusal (a login, a missing
+                // queue) reaches the caller, who says it once.
+                if matches!(error, QueueError::Unavailable(_)) {
+                    tracing::warn!(
+                        role = self.role.as_str(),
+                        cause = %error,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "rabbitmq connection failed"
+                    );
+                } else {
+                    tracing::debug!(
+                        role = self.role.as_str(),
+                        cause = %error,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "rabbitmq connection refused"
+                    );
+                }
                 Err(error)
             }
         }
@@ -190,8 +202,17 @@ impl Link {
             Ok(uri) => Connection::connect_uri(with_frame_max(uri), properties).await,
             Err(_) => Connection::connect(&self.url, properties).await,
         };
-        let connection =
-            connected.map_err(|error| unavailable("connecting to rabbitmq", &error))?;
+        let connection = connected.map_err(|error| {
+            if refused_login(&error) {
+                // Waiting will not help until someone fixes the URL (or the broker's users).
+                QueueError::Other(format!(
+                    "rabbitmq refused the login: {error} (check the user, password and vhost of \
+                     queue.amqp_url)"
+                ))
+            } else {
+                unavailable("connecting to rabbitmq", &error)
+            }
+        })?;
         let connection = Arc::new(connection);
         self.declare(&connection).await?;
         Ok(connection)
@@ -237,8 +258,9 @@ impl Link {
         Ok(())
     }
 
-    /// Every queue of the topology exists. A passive declare of a missing queue closes its
-    /// channel, so each check that fails ends the checking.
+    /// The work and dead queues exist (all an operator command reads or writes; retry tiers
+    /// may differ from the daemon's). A passive declare of a missing queue closes its channel,
+    /// so each check that fails ends the checking.
     async fn check_exists(&self, connection: &Connection) -> Result<(), QueueError> {
         let channel = connection
             .create_channel()
@@ -248,7 +270,13 @@ impl Link {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        for queue in self.topology.queues() {
+        let queues = Direction::ALL.into_iter().flat_map(|direction| {
+            [
+                self.topology.work_queue(direction),
+                self.topology.dead_queue(direction),
+            ]
+        });
+        for queue in queues {
             let declared = channel
                 .queue_declare(queue.as_str().into(), passive, FieldTable::default())
                 .await;
@@ -330,6 +358,18 @@ fn declare_error(error: &lapin::Error) -> QueueError {
         ));
     }
     unavailable("declaring the rabbitmq topology", error)
+}
+
+/// Whether the broker refused the login or the vhost.
+fn refused_login(error: &lapin::Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::ProtocolError(amqp) if matches!(
+            amqp.kind(),
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+                | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
+        )
+    )
 }
 
 /// Whether the broker refused a call because what it names does not exist.
