@@ -462,6 +462,22 @@ impl Settings {
                 .collect(),
         };
         let overrides: Vec<String> = env.keys().cloned().collect();
+        // An empty variable is most often a template whose value went missing; read as written
+        // it would empty the key (for the signing keys: turn signature checks off). Refuse it.
+        let mut empty: Vec<&String> = env
+            .iter()
+            .filter(|(name, value)| name.starts_with("SYNC__") && value.trim().is_empty())
+            .map(|(name, _)| name)
+            .collect();
+        if !empty.is_empty() {
+            empty.sort();
+            let names: Vec<&str> = empty.iter().map(|name| name.as_str()).collect();
+            bail!(
+                "invalid configuration: {} set but empty; unset it to keep the file's value or \
+                 the default",
+                names.join(", ")
+            );
+        }
         let mut plain = HashMap::new();
         let mut lists = Vec::new();
         for (name, value) in env {
@@ -551,10 +567,17 @@ impl Settings {
         if self.queue.effective_backend() == Backend::Amqp && self.queue.amqp_url.is_none() {
             bail!("queue.backend is \"amqp\" but queue.amqp_url is not set");
         }
-        if let Some(url) = &self.queue.amqp_url
-            && !matches!(url.expose().split_once("://"), Some(("amqp" | "amqps", _)))
-        {
-            bail!("queue.amqp_url must be an amqp:// or amqps:// URL");
+        if let Some(url) = &self.queue.amqp_url {
+            if !matches!(url.expose().split_once("://"), Some(("amqp" | "amqps", _))) {
+                bail!("queue.amqp_url must be an amqp:// or amqps:// URL");
+            }
+            let amqp = sync_queue::amqp::AmqpConfig {
+                url: url.expose().to_owned(),
+                ..Default::default()
+            };
+            if let Err(err) = amqp.validate() {
+                bail!("queue.amqp_url: {err}");
+            }
         }
         if self.queue.retry_tiers.is_empty() {
             bail!("queue.retry_tiers must name at least one delay");
@@ -813,21 +836,39 @@ fn name_secret(key: &str, file: Option<&Path>) -> String {
 }
 
 /// The `SYNC__...` variable whose key an error message names, if one does: a typo in the
-/// environment reads like a typo in the file otherwise. An unknown field is named before the
-/// error's ", expected one of ..." list (which names every valid key, so is not searched); a bad
-/// value is named by its whole dotted key.
+/// environment reads like a typo in the file otherwise. The config crate names the key as
+/// "unknown field `F`" (with "for key `P`" when the field is under `P`) or, for a bad value, "for
+/// key `K`"; a variable is named only when its own key matches, so an error in the file is not
+/// blamed on a variable that happens to share a word with it.
 fn from_environment<'a>(error: &str, names: &'a [String]) -> Option<&'a str> {
-    let head = error.split(", expected").next().unwrap_or(error);
+    let quoted_after = |marker: &str| {
+        let rest = &error[error.find(marker)? + marker.len()..];
+        rest.split('`').next()
+    };
+    let parent = quoted_after("for key `").filter(|key| !key.is_empty());
+    let culprit = |key: &str| match quoted_after("unknown field `") {
+        // The variable names the unknown field itself, under the parent the error names.
+        Some(field) => {
+            let (above, last) = key.rsplit_once('.').unwrap_or(("", key));
+            last == field && parent.unwrap_or("") == above
+                // A misspelt section: the field is the variable's first part.
+                || (parent.is_none() && key.split('.').next() == Some(field))
+        }
+        // A bad value: the key the error names, or a key below it.
+        None => {
+            parent.is_some_and(|parent| key == parent || key.starts_with(&format!("{parent}.")))
+        }
+    };
     names
         .iter()
-        .filter_map(|name| Some((name, name.strip_prefix("SYNC__")?.to_lowercase())))
-        .find(|(_, key)| {
-            let dotted = key.replace("__", ".");
-            error.contains(&format!("`{dotted}`"))
-                || key
-                    .split("__")
-                    .any(|part| !part.is_empty() && head.contains(&format!("`{part}`")))
+        .filter_map(|name| {
+            let key = name
+                .strip_prefix("SYNC__")?
+                .to_lowercase()
+                .replace("__", ".");
+            Some((name, key))
         })
+        .find(|(_, key)| culprit(key))
         .map(|(name, _)| name.as_str())
 }
 
@@ -967,6 +1008,56 @@ mod tests {
             format!("{err:#}").contains("SYNC__CHAMELEON__REQUESTS_PER_MINUTE"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn errors_name_the_variable_only_when_it_is_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "c.toml", "[queue]\nbatch_size = 5\n");
+        let err =
+            Settings::load_with_env(Some(&file), env(&[("SYNC__CHAMELEON__BATCH_SIZE", "10")]))
+                .unwrap_err();
+        assert!(format!("{err:#}").contains("batch_size"), "{err:#}");
+        assert!(!format!("{err:#}").contains("SYNC__"), "{err:#}");
+
+        let err =
+            Settings::load_with_env(None, env(&[("SYNC__SERVER__LISTEN__PORT", "1")])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("SYNC__SERVER__LISTEN__PORT"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn empty_variables_are_refused_by_name() {
+        let err = Settings::load_with_env(
+            None,
+            env(&[
+                ("SYNC__CUSTOMERIO__SIGNING_KEYS", ""),
+                ("SYNC__CHAMELEON__WEBHOOK_SECRETS", " "),
+            ]),
+        )
+        .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains(
+                "SYNC__CHAMELEON__WEBHOOK_SECRETS, SYNC__CUSTOMERIO__SIGNING_KEYS set but empty"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unparsable_broker_url_is_a_configuration_error() {
+        let err = Settings::load_with_env(
+            None,
+            env(&[(
+                "SYNC__QUEUE__AMQP_URL",
+                "amqp://guest:guest@127.0.0.1:notaport/%2f",
+            )]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("queue.amqp_url"), "{err:#}");
     }
 
     #[test]
