@@ -754,6 +754,7 @@ impl Settings {
     pub fn redacted_toml(&self) -> anyhow::Result<String> {
         let mut copy = self.clone();
         copy.dedupe.path = Some(self.dedupe_path());
+        copy.queue.backend = Some(self.queue.effective_backend());
         if let Some(url) = &copy.queue.amqp_url {
             copy.queue.amqp_url = Some(Secret::new(redact_url_password(url.expose())));
         }

@@ -83,7 +83,8 @@ fn config_check_prints_the_configuration_without_secrets() {
 fn config_check_keeps_environment_values_as_written_and_names_ignored_variables() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
-    std::fs::write(&config, "[queue]\nbackend = \"embedded\"\n").unwrap();
+    // No backend named: the effective one is printed.
+    std::fs::write(&config, "[log]\nlevel = \"info\"\n").unwrap();
     let output = Command::new(BIN)
         .args(["config", "check", "--config"])
         .arg(&config)
@@ -100,6 +101,7 @@ fn config_check_keeps_environment_values_as_written_and_names_ignored_variables(
     let stdout = text(&output.stdout);
     assert!(stdout.contains("site_id = \"00123\""), "{stdout}");
     assert!(stdout.contains("retryable_statuses = [503]"), "{stdout}");
+    assert!(stdout.contains("backend = \"embedded\""), "{stdout}");
     let stderr = text(&output.stderr);
     assert!(
         stderr.contains("SYNC_SERVER_LISTEN is ignored") && stderr.contains("SYNC__SECTION__KEY"),
