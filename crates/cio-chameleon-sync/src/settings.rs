@@ -481,10 +481,7 @@ impl Settings {
         let mut plain = HashMap::new();
         let mut lists = Vec::new();
         for (name, value) in env {
-            let key = name
-                .strip_prefix("SYNC__")
-                .map(|key| key.to_lowercase().replace("__", "."));
-            match key {
+            match key_of(&name) {
                 Some(key) if LIST_KEYS.contains(&key.as_str()) => lists.push((key, value)),
                 _ => {
                     plain.insert(name, value);
@@ -819,8 +816,15 @@ fn from_word<T: Copy>(word: &str, words: &[(&str, T)]) -> Result<T, String> {
 
 /// The environment variable of a dotted key: `chameleon.account_secret` ->
 /// `SYNC__CHAMELEON__ACCOUNT_SECRET`.
-pub fn variable_of(key: &str) -> String {
+fn variable_of(key: &str) -> String {
     format!("SYNC__{}", key.to_uppercase().replace('.', "__"))
+}
+
+/// The dotted key an override variable sets: `SYNC__CHAMELEON__ACCOUNT_SECRET` ->
+/// `chameleon.account_secret`; `None` for other variables.
+fn key_of(variable: &str) -> Option<String> {
+    let key = variable.strip_prefix("SYNC__")?;
+    Some(key.to_lowercase().replace("__", "."))
 }
 
 /// `customerio.site_id (SYNC__CUSTOMERIO__SITE_ID)`.
@@ -862,13 +866,7 @@ fn from_environment<'a>(error: &str, names: &'a [String]) -> Option<&'a str> {
     };
     names
         .iter()
-        .filter_map(|name| {
-            let key = name
-                .strip_prefix("SYNC__")?
-                .to_lowercase()
-                .replace("__", ".");
-            Some((name, key))
-        })
+        .filter_map(|name| Some((name, key_of(name)?)))
         .find(|(_, key)| culprit(key))
         .map(|(name, _)| name.as_str())
 }

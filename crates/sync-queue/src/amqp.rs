@@ -98,13 +98,17 @@ impl AmqpConfig {
         if self.operation_timeout.is_zero() {
             return invalid("operation_timeout must be above zero".into());
         }
-        if let Err(error) = self.url.parse::<lapin::uri::AMQPUri>() {
-            return invalid(format!(
-                "the broker URL {} does not parse: {error}",
+        self.uri().map(|_| ())
+    }
+
+    /// The broker URL, parsed.
+    fn uri(&self) -> Result<lapin::uri::AMQPUri, QueueError> {
+        self.url.parse().map_err(|error| {
+            QueueError::Other(format!(
+                "invalid queue settings: the broker URL {} does not parse: {error}",
                 redact_url(&self.url)
-            ));
-        }
-        Ok(())
+            ))
+        })
     }
 }
 
@@ -167,8 +171,7 @@ impl AmqpQueue {
     /// connects (and declares the topology), and until the broker answers every call fails with
     /// [`QueueError::Unavailable`]. For a daemon that starts before its broker.
     pub fn connect_later(config: AmqpConfig) -> Result<Self, QueueError> {
-        config.validate()?;
-        Ok(Self::build(&config, true))
+        Self::build(&config, true)
     }
 
     /// Connect to a deployment that already exists, declaring nothing: for operator commands
@@ -179,8 +182,7 @@ impl AmqpQueue {
     }
 
     async fn start(config: AmqpConfig, declares: bool) -> Result<Self, QueueError> {
-        config.validate()?;
-        let queue = Self::build(&config, declares);
+        let queue = Self::build(&config, declares)?;
         let shared = &queue.shared;
         shared
             .publisher
@@ -195,30 +197,24 @@ impl AmqpQueue {
         Ok(queue)
     }
 
-    fn build(config: &AmqpConfig, declares: bool) -> Self {
+    /// The queue's parts, connecting nothing yet; fails on settings that do not validate.
+    fn build(config: &AmqpConfig, declares: bool) -> Result<Self, QueueError> {
+        config.validate()?;
+        let uri = config.uri()?;
         let topology = Arc::new(Topology::new(
             config.prefix.clone(),
             &config.retry_tiers,
             config.delivery_limit,
         ));
-        let publishing = Link::with_declaring(
-            Role::Publisher,
-            config.url.clone(),
-            topology.clone(),
-            declares,
-        );
+        let publishing =
+            Link::with_declaring(Role::Publisher, uri.clone(), topology.clone(), declares);
         let shared = Arc::new(Shared {
             publisher: Publisher::new(publishing, config.operation_timeout),
-            consumer_link: Link::with_declaring(
-                Role::Consumer,
-                config.url.clone(),
-                topology.clone(),
-                declares,
-            ),
+            consumer_link: Link::with_declaring(Role::Consumer, uri, topology.clone(), declares),
             topology,
             operation_timeout: config.operation_timeout,
         });
-        Self { shared }
+        Ok(Self { shared })
     }
 
     /// The exchange and queue names this queue uses.

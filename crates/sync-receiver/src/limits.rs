@@ -1,6 +1,8 @@
 //! Guards that every request passes before a handler trusts its body: content type, nesting
-//! depth, and the cap on requests handled at once. Body size and request time are enforced by
-//! axum's body limit and tower-http's timeout, set up in [`crate::routes::router`].
+//! depth, a declared body size over the limit, and the cap on requests handled at once; and the
+//! JSON body of the error answers made outside the handlers. Body size while reading and request
+//! time are enforced by axum's body limit and tower-http's timeout, set up in
+//! [`crate::routes::router`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,12 +85,13 @@ pub async fn declared_size(State(limits): State<Limits>, request: Request, next:
 }
 
 fn too_large(limits: Limits) -> Response {
-    error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!(
-            "body is larger than server.max_body_bytes ({} bytes)",
-            limits.max_body_bytes
-        ),
+    error(StatusCode::PAYLOAD_TOO_LARGE, too_large_problem(limits))
+}
+
+fn too_large_problem(limits: Limits) -> String {
+    format!(
+        "body is larger than server.max_body_bytes ({} bytes)",
+        limits.max_body_bytes
     )
 }
 
@@ -116,10 +119,7 @@ pub async fn json_errors(State(limits): State<Limits>, request: Request, next: N
     // Headers such as `Allow` on a 405 stay; only the body and its type change.
     let (mut parts, body) = response.into_parts();
     let problem = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => format!(
-            "body is larger than server.max_body_bytes ({} bytes)",
-            limits.max_body_bytes
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE => too_large_problem(limits),
         StatusCode::REQUEST_TIMEOUT => format!(
             "the request took longer than server.request_timeout ({} ms)",
             limits.request_timeout.as_millis()

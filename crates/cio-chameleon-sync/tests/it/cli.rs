@@ -447,7 +447,6 @@ async fn dlq_commands(queue: QueueKind) {
     );
 
     daemon.stop().await.unwrap();
-    support::delete_topology(&daemon.settings.queue.prefix, &["1s", "3s"]).await;
 }
 
 #[test]

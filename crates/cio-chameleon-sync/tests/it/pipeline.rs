@@ -14,7 +14,6 @@ use sync_sandbox::{Fault, FaultKind, Recorded, Upstream};
 
 use crate::support::{self, BrokerProxy, Daemon, QueueKind, TOKEN, eventually};
 
-const TIERS: [&str; 2] = ["1s", "3s"];
 const WAIT: Duration = Duration::from_secs(30);
 
 fn accepted_at(daemon: &Daemon, upstream: Upstream, path: &str) -> Vec<Recorded> {
@@ -196,7 +195,6 @@ async fn every_sample_payload_reaches_its_upstream(queue: QueueKind) {
     assert_eq!(started["attributes"]["via"], "launcher");
 
     daemon.stop().await.unwrap();
-    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
 
 #[tokio::test]
@@ -317,7 +315,6 @@ async fn bad_requests_are_refused_and_queue_nothing() {
     assert_eq!(requests[0].path, "/v3/observe/hooks/events");
 
     daemon.stop().await.unwrap();
-    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
 
 #[tokio::test]
@@ -356,7 +353,6 @@ async fn an_unreachable_broker_answers_503_until_it_is_back() {
     assert!(delivered, "{:#?}", daemon.sandbox.requests());
 
     daemon.stop().await.unwrap();
-    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
 
 #[tokio::test]
@@ -388,7 +384,6 @@ async fn transient_upstream_failures_are_retried() {
     assert_eq!(attempts, 3, "two failures then a success");
 
     daemon.stop().await.unwrap();
-    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
 
 #[tokio::test]
@@ -453,7 +448,6 @@ async fn permanent_failures_are_dead_lettered_and_can_be_replayed() {
 
     queue.close().await;
     daemon.stop().await.unwrap();
-    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
 
 #[tokio::test]
@@ -508,7 +502,6 @@ async fn a_tour_event_published_onto_the_exchange_is_relayed() {
     assert_eq!(op["id"], sync_core::outbound::event_ulid("step-seen-42"));
 
     daemon.stop().await.unwrap();
-    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
 
 #[tokio::test]
@@ -583,7 +576,6 @@ async fn a_stalled_broker_answers_503_and_never_strands_a_claim() {
     );
 
     daemon.stop().await.unwrap();
-    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
 
 #[tokio::test]
@@ -652,7 +644,6 @@ async fn a_publish_that_lands_after_its_503_is_not_sent_again_for_the_providers_
     );
 
     daemon.stop().await.unwrap();
-    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
 
 #[tokio::test]
@@ -699,5 +690,4 @@ async fn a_daemon_started_before_the_broker_serves_503_until_it_comes() {
     assert!(delivered, "{:#?}", daemon.sandbox.requests());
 
     daemon.stop().await.unwrap();
-    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }

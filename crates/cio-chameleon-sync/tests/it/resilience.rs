@@ -13,8 +13,6 @@ use sync_sandbox::{Fault, FaultKind, Upstream};
 
 use crate::support::{self, BrokerProxy, Daemon, QueueKind, TOKEN, eventually};
 
-const TIERS: [&str; 2] = ["1s", "3s"];
-
 fn rabbitmqctl(args: &[&str]) {
     let output = Command::new("rabbitmqctl")
         .args(args)
@@ -97,7 +95,6 @@ async fn a_broker_restart_while_webhooks_arrive_loses_and_repeats_nothing() {
     );
 
     daemon.stop().await.unwrap();
-    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
 
 #[tokio::test]
@@ -139,7 +136,6 @@ async fn a_connection_lost_with_a_backlog_of_events_sends_each_once() {
     );
 
     daemon.stop().await.unwrap();
-    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
 
 #[tokio::test]
@@ -189,7 +185,6 @@ async fn chameleon_being_down_does_not_slow_customerio() {
 
     daemon.sandbox.clear_faults();
     daemon.stop().await.unwrap();
-    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
 
 #[tokio::test]
@@ -273,7 +268,6 @@ async fn concurrent_copies_of_one_event_cause_one_upstream_write() {
     assert!(names.contains(&"Copied") && names.contains(&"Email Opened (Customer.io)"));
 
     daemon.stop().await.unwrap();
-    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
 
 #[tokio::test]
@@ -338,7 +332,6 @@ async fn a_batch_item_error_dead_letters_only_that_update() {
 
     queue.close().await;
     daemon.stop().await.unwrap();
-    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }
 
 #[tokio::test]
@@ -386,5 +379,4 @@ async fn a_batch_holding_the_whole_prefetch_window_goes_without_lingering() {
     );
 
     daemon.stop().await.unwrap();
-    support::delete_topology(&daemon.settings.queue.prefix, &TIERS).await;
 }

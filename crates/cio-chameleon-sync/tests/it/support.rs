@@ -347,45 +347,20 @@ pub async fn wait_ready(http: &reqwest::Client, base: &str, mut stopped: impl Fn
     panic!("the daemon did not become ready within 20 s");
 }
 
-/// Remove every queue and the exchange under `prefix`, so tests leave the broker clean.
+/// Remove every queue and the exchange under `prefix`, for a daemon the test ran as a child
+/// process (an in-process [`Daemon`] cleans up when dropped).
 pub async fn delete_topology(prefix: &str, tiers: &[&str]) {
-    let Ok(conn) = lapin::Connection::connect(
-        &format!("amqp://guest:guest@{BROKER}/%2f"),
-        lapin::ConnectionProperties::default(),
-    )
-    .await
-    else {
-        return;
-    };
-    let Ok(channel) = conn.create_channel().await else {
-        return;
-    };
+    let mut names = Vec::new();
     for direction in ["inbound", "outbound"] {
-        let mut names = vec![
-            format!("{prefix}.{direction}"),
-            format!("{prefix}.{direction}.dead"),
-        ];
+        names.push(format!("{prefix}.{direction}"));
+        names.push(format!("{prefix}.{direction}.dead"));
         names.extend(
             tiers
                 .iter()
-                .map(|t| format!("{prefix}.{direction}.retry.{t}")),
+                .map(|tier| format!("{prefix}.{direction}.retry.{tier}")),
         );
-        for name in names {
-            let _ = channel
-                .queue_delete(
-                    name.as_str().into(),
-                    lapin::options::QueueDeleteOptions::default(),
-                )
-                .await;
-        }
     }
-    let _ = channel
-        .exchange_delete(
-            prefix.into(),
-            lapin::options::ExchangeDeleteOptions::default(),
-        )
-        .await;
-    let _ = conn.close(200, "done".into()).await;
+    delete_queues(prefix, &names).await;
 }
 
 /// What the proxy in front of the broker does with traffic.

@@ -12,9 +12,9 @@
 //! doing what it could, saying so.
 //!
 //! Limitation: a scan holds every dead letter of the direction in memory and out of the queue
-//! while it runs, so two scans at once (two operators) each see only part of the queue (a scan
-//! that reads fewer messages than the queue held at its start warns that it did), and a dead
-//! queue of millions of messages needs the memory to match.
+//! while it runs, so two scans at once (two operators) each see only part of the queue (a `list`
+//! then warns, a replay or purge fails, as above), and a dead queue of millions of messages needs
+//! the memory to match.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -51,7 +51,7 @@ pub(crate) async fn list(
         tracing::warn!(
             queue = %scan.queue,
             at_start = scan.limit,
-            read = scan.taken,
+            read = scan.seen.len(),
             "the dead queue held more messages than this command could read: another dlq \
              command was reading it at the same time and holds the rest until it ends; run \
              this one again afterwards"
@@ -146,13 +146,11 @@ struct Scan {
     limit: u32,
     /// Messages taken from the queue, and how many of them were acked (removed).
     taken: u32,
-    /// Different messages taken (by id): at most `limit`.
-    distinct: u32,
     removed: u32,
     /// The queue ran dry before `limit`: something else was reading it at the same time.
     cut_short: bool,
-    /// The ids read so far; a message seen again (a replayed copy dead-lettered anew) is held
-    /// and not counted.
+    /// The ids read so far, at most `limit`; a message seen again (a replayed copy dead-lettered
+    /// anew) is held and not counted.
     seen: HashSet<String>,
 }
 
@@ -170,17 +168,8 @@ impl Scan {
             }
         };
         let queue = shared.topology.dead_queue(direction);
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let counted = timeout_at(
-            deadline,
-            channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()),
-        )
-        .await;
-        let limit = match counted {
-            Ok(Ok(declared)) => declared.message_count(),
+        let limit = match timeout_at(deadline, count(&channel, &queue)).await {
+            Ok(Ok(count)) => count,
             Ok(Err(error)) => return Err(unavailable("counting the dead queue", &error)),
             Err(_) => {
                 return Err(QueueError::Unavailable(format!(
@@ -195,7 +184,6 @@ impl Scan {
             direction,
             limit,
             taken: 0,
-            distinct: 0,
             removed: 0,
             cut_short: false,
             seen: HashSet::new(),
@@ -205,7 +193,7 @@ impl Scan {
     /// The next dead letter not read before in this scan, held unacknowledged, or `None` once
     /// as many as the queue held at the start were read, or the queue has no more.
     async fn next(&mut self) -> Result<Option<(DeadLetter, Acker)>, QueueError> {
-        while self.distinct < self.limit {
+        while self.read() < self.limit {
             let get = self.channel.basic_get(
                 self.queue.as_str().into(),
                 BasicGetOptions { no_ack: false },
@@ -235,7 +223,6 @@ impl Scan {
             );
             // A copy of a message this scan already handled stays held, uncounted.
             if self.seen.insert(letter.envelope.message_id.clone()) {
-                self.distinct += 1;
                 return Ok(Some((letter, delivery.acker)));
             }
         }
@@ -245,7 +232,7 @@ impl Scan {
     /// Close the scan; a replay or purge that could not read every message the queue held at
     /// the start fails, naming what it did.
     async fn finish(self, done: &str, count: usize) -> Result<(), QueueError> {
-        let missed = self.limit.saturating_sub(self.distinct);
+        let missed = self.limit.saturating_sub(self.read());
         let cut_short = self.cut_short;
         let queue = self.queue.clone();
         self.close().await;
@@ -257,6 +244,11 @@ impl Scan {
             )));
         }
         Ok(())
+    }
+
+    /// Different messages read so far.
+    fn read(&self) -> u32 {
+        u32::try_from(self.seen.len()).unwrap_or(u32::MAX)
     }
 
     async fn ack(&mut self, acker: &Acker) -> Result<(), QueueError> {
@@ -305,16 +297,8 @@ impl Scan {
         let back = timeout_at(deadline, async {
             let connection = self.shared.consumer_link.connection(deadline).await.ok()?;
             let channel = connection.create_channel().await.ok()?;
-            let passive = QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            };
             loop {
-                let queue = channel
-                    .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
-                    .await
-                    .ok()?;
-                if queue.message_count() >= kept {
+                if count(&channel, &self.queue).await.ok()? >= kept {
                     let _ = channel.close(REPLY_SUCCESS, "counted".into()).await;
                     return Some(());
                 }
@@ -330,4 +314,16 @@ impl Scan {
             );
         }
     }
+}
+
+/// The messages ready in `queue` (not those another channel holds), by a passive declare.
+async fn count(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let declared = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await?;
+    Ok(declared.message_count())
 }

@@ -1,7 +1,9 @@
 //! One AMQP connection that heals itself. A call that needs the connection and finds it broken
-//! opens a new one and declares the topology on it; when the broker cannot be reached, calls fail
-//! fast with `Unavailable` until the next attempt that the backoff schedule allows, so a missing
-//! broker costs callers one bounded attempt, not a hang each.
+//! opens a new one and declares the topology on it (or, for operator commands, checks that the
+//! queues they use exist); when the broker cannot be reached, calls fail fast with `Unavailable`
+//! until the next attempt that the backoff schedule allows, so a missing broker costs callers one
+//! bounded attempt, not a hang each. A broker that refuses the login fails with `Other`: waiting
+//! does not help.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,9 +18,10 @@ use lapin::{Connection, ConnectionProperties, ErrorKind};
 use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout_at};
 
+use sync_core::Direction;
+
 use super::topology::Topology;
 use crate::QueueError;
-use sync_core::Direction;
 
 /// What the connection is for; it names the connection in the broker's management view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +42,8 @@ impl Role {
 /// A lazily (re)opened connection to the broker.
 pub(crate) struct Link {
     role: Role,
-    url: String,
+    /// The broker, with the frame size asked for.
+    uri: AMQPUri,
     topology: Arc<Topology>,
     state: Mutex<State>,
     /// Set when a publish found a queue or binding missing: the next call redeclares.
@@ -59,17 +63,18 @@ struct State {
 }
 
 impl Link {
-    /// A link for `role`; with `declares` false the topology is checked, never declared.
+    /// A link for `role` to the broker at `uri` (as parsed by [`super::AmqpConfig::validate`]);
+    /// with `declares` false the topology is checked, never declared.
     pub(crate) fn with_declaring(
         role: Role,
-        url: String,
+        uri: AMQPUri,
         topology: Arc<Topology>,
         declares: bool,
     ) -> Self {
         Self {
             declares,
             role,
-            url,
+            uri: with_frame_max(uri),
             topology,
             state: Mutex::new(State {
                 connection: None,
@@ -140,7 +145,7 @@ impl Link {
                     Ok(Err(error)) => error,
                     _ => self.timed_out("connecting"),
                 };
-                let wait = state.backoff.next().unwrap_or(MAX_BACKOFF).min(MAX_BACKOFF);
+                let wait = state.backoff.next().unwrap_or(MAX_BACKOFF);
                 state.next_attempt = Some(Instant::now() + wait);
                 state.last_error = error.to_string();
                 // A broker away is worth a warning each time; a refusal (a login, a missing
@@ -197,11 +202,7 @@ impl Link {
             self.role.as_str()
         );
         let properties = ConnectionProperties::default().with_connection_name(name.into());
-        // A URL lapin cannot parse is reported by `connect` itself, in its own words.
-        let connected = match self.url.parse::<AMQPUri>() {
-            Ok(uri) => Connection::connect_uri(with_frame_max(uri), properties).await,
-            Err(_) => Connection::connect(&self.url, properties).await,
-        };
+        let connected = Connection::connect_uri(self.uri.clone(), properties).await;
         let connection = connected.map_err(|error| {
             if refused_login(&error) {
                 // Waiting will not help until someone fixes the URL (or the broker's users).
@@ -373,7 +374,7 @@ fn refused_login(error: &lapin::Error) -> bool {
 }
 
 /// Whether the broker refused a call because what it names does not exist.
-fn is_not_found(error: &lapin::Error) -> bool {
+pub(crate) fn is_not_found(error: &lapin::Error) -> bool {
     matches!(
         error.kind(),
         ErrorKind::ProtocolError(amqp) if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))

@@ -23,14 +23,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel, Confirmation, ErrorKind};
+use lapin::{BasicProperties, Channel, Confirmation};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
-use super::link::{Link, unavailable};
+use super::link::{Link, is_not_found, unavailable};
 use crate::QueueError;
 
 /// Lanes, and so publishing channels. Four, eight and sixteen performed alike in the receiver
@@ -374,9 +373,7 @@ impl Inner {
     /// A publish that failed with a channel error: a missing exchange is a refusal (and a reason
     /// to declare the topology again), anything else means the broker is away.
     fn failed(&self, route: Route<'_>, error: &lapin::Error) -> (PublishFailure, QueueError) {
-        if let ErrorKind::ProtocolError(amqp) = error.kind()
-            && matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))
-        {
+        if is_not_found(error) {
             self.link.mark_topology_stale();
             return (
                 PublishFailure::Unroutable,
